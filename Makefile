@@ -1,0 +1,33 @@
+# The two commands: `make train` and `make test` (each sets up .venv first when needed).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# Installed before the project, so the project's `torch>=2.3` is already met: a local CPU build where pip
+# finds one, the matching CUDA build from PyPI on a GPU machine. Override with TORCH="torch==X".
+TORCH ?= torch==2.13.0
+
+.PHONY: setup train test test-slow lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+train: setup
+	$(BIN)/python src/train.py $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow $(ARGS)
+
+lint: setup
+	$(BIN)/pre-commit run --all-files
+
+clean:
+	rm -rf $(VENV) logs data/cache
