@@ -1,5 +1,7 @@
 """Decoding strategies (``decoding=`` config group): each is a callable returning `Hypotheses`."""
 
+from seq2seq.decoding.beam import BeamSearch
 from seq2seq.decoding.greedy import GreedySearch, Hypotheses
+from seq2seq.decoding.sampling import SampleSearch
 
-__all__ = ["GreedySearch", "Hypotheses"]
+__all__ = ["BeamSearch", "GreedySearch", "Hypotheses", "SampleSearch"]

@@ -40,6 +40,10 @@ class GreedySearch:
         self.max_length = max_length
         self.max_length_ratio = max_length_ratio
 
+    def choose(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """The next token of each sentence from its log-probabilities (B, V): the argmax."""
+        return log_probs.argmax(-1)
+
     @torch.no_grad()
     def __call__(
         self, model: Seq2Seq, src: torch.Tensor, src_lengths: torch.Tensor, sos_id: int, eos_id: int, pad_id: int
@@ -55,7 +59,7 @@ class GreedySearch:
         for t in range(int(limits.max())):
             logits, state = model.decode_step(tokens, state, encoded)  # (B, V)
             log_probs = logits.float().log_softmax(-1)
-            best = log_probs.argmax(-1)  # (B,)
+            best = self.choose(log_probs)  # (B,)
             # A sentence at its length limit is forced to end.
             best = torch.where(limits <= t + 1, torch.full_like(best, eos_id), best)
             scores += torch.where(finished, 0.0, log_probs.gather(1, best[:, None]).squeeze(1))

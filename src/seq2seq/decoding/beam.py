@@ -1,0 +1,151 @@
+"""Batched beam search over sentences × beams, with GNMT length penalty and n-best lists."""
+
+from __future__ import annotations
+
+import torch
+
+from seq2seq.decoding.greedy import Hypotheses, max_decode_lengths
+from seq2seq.errors import ConfigError
+from seq2seq.modules import Seq2Seq
+from seq2seq.modules.rnn import map_state
+
+
+def length_penalty(length: torch.Tensor | float, alpha: float) -> torch.Tensor | float:
+    """GNMT length penalty ``((5 + length) / 6) ** alpha``; 1 when ``alpha`` is 0."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def banned_ngram_tokens(history: torch.Tensor, n: int, vocab_size: int) -> torch.Tensor:
+    """Tokens that would repeat an n-gram already in each row of ``history`` (N, t): a mask (N, V)."""
+    banned = torch.zeros(history.size(0), vocab_size, device=history.device)
+    if n < 1 or history.size(1) < n - 1 or (n > 1 and history.size(1) < n):
+        return banned.bool()
+    if n == 1:
+        return banned.scatter_(1, history, 1.0).bool()
+    ngrams = history.unfold(1, n, 1)  # (N, t - n + 1, n)
+    prefix = history[:, history.size(1) - n + 1 :]  # (N, n - 1): the last n - 1 tokens
+    matches = (ngrams[:, :, :-1] == prefix[:, None, :]).all(-1)  # (N, t - n + 1)
+    return banned.scatter_add_(1, ngrams[:, :, -1], matches.float()).bool()
+
+
+class BeamSearch:
+    """Beam search batched over sentences × beams (``decoding=beam``).
+
+    At each step the ``2 × beam_size`` best continuations are kept, so that hypotheses ending in
+    ``<eos>`` (set aside among the top ``beam_size``) never starve the beam. A sentence is done
+    when it has ``nbest`` finished hypotheses that no live one can beat, or at its length limit.
+
+    Args:
+        beam_size: live hypotheses per sentence.
+        length_penalty: GNMT alpha; finished scores are ``log p / ((5 + len) / 6) ** alpha``.
+        nbest: finished hypotheses returned per sentence, best first.
+        max_length: most tokens per hypothesis, ``<eos>`` included.
+        max_length_ratio: if set, at most ``ratio × source length + 5`` tokens.
+        min_length: ``<eos>`` is not allowed before this many tokens (``<eos>`` included).
+        no_repeat_ngram_size: forbid repeating any n-gram of this size (0 = off).
+    """
+
+    def __init__(
+        self,
+        beam_size: int = 5,
+        length_penalty: float = 0.0,
+        nbest: int = 1,
+        max_length: int = 100,
+        max_length_ratio: float | None = None,
+        min_length: int = 0,
+        no_repeat_ngram_size: int = 0,
+    ) -> None:
+        if beam_size < 1:
+            raise ConfigError(f"decoding.beam_size must be >= 1, got {beam_size}")
+        if not 1 <= nbest <= beam_size:
+            raise ConfigError(f"decoding.nbest must be between 1 and decoding.beam_size ({beam_size}), got {nbest}")
+        if max_length < 1:
+            raise ConfigError(f"decoding.max_length must be >= 1, got {max_length}")
+        if min_length < 0 or no_repeat_ngram_size < 0 or length_penalty < 0:
+            raise ConfigError("decoding.min_length, no_repeat_ngram_size and length_penalty must be >= 0")
+        self.beam_size = beam_size
+        self.alpha = length_penalty
+        self.nbest = nbest
+        self.max_length = max_length
+        self.max_length_ratio = max_length_ratio
+        self.min_length = min_length
+        self.no_repeat_ngram_size = no_repeat_ngram_size
+
+    @torch.no_grad()
+    def search(
+        self, model: Seq2Seq, src: torch.Tensor, src_lengths: torch.Tensor, sos_id: int, eos_id: int, pad_id: int
+    ) -> Hypotheses:
+        """Return the n-best lists: tokens (B, nbest, L) and scores (B, nbest), best first."""
+        batch, beam, device = src.size(0), self.beam_size, src.device
+        limits = max_decode_lengths(src_lengths, self.max_length, self.max_length_ratio).to(device)
+        max_steps = int(limits.max())
+        encoded = model.encode(src, src_lengths).index_select(
+            torch.arange(batch, device=device).repeat_interleave(beam)
+        )
+        state = encoded.state
+        tokens = torch.full((batch * beam,), sos_id, dtype=torch.long, device=device)
+        history = torch.full((batch, beam, max_steps), pad_id, dtype=torch.long, device=device)
+        # Only the first beam is alive at the start: the others would duplicate it.
+        beam_scores = torch.full((batch, beam), float("-inf"), device=device)
+        beam_scores[:, 0] = 0.0
+        finished_tokens = torch.full((batch, self.nbest, max_steps), pad_id, dtype=torch.long, device=device)
+        finished_scores = torch.full((batch, self.nbest), float("-inf"), device=device)
+        batch_index = torch.arange(batch, device=device)[:, None]
+
+        for t in range(max_steps):
+            logits, state = model.decode_step(tokens, state, encoded)  # (B·K, V)
+            log_probs = logits.float().log_softmax(-1)
+            vocab = log_probs.size(-1)
+            if t + 1 < self.min_length:
+                log_probs[:, eos_id] = float("-inf")
+            if self.no_repeat_ngram_size:
+                banned = banned_ngram_tokens(
+                    history[:, :, :t].reshape(batch * beam, t), self.no_repeat_ngram_size, vocab
+                )
+                log_probs = log_probs.masked_fill(banned, float("-inf"))
+            # At its length limit a sentence may only end.
+            at_limit = (limits <= t + 1).repeat_interleave(beam)[:, None]  # (B·K, 1)
+            only_eos = torch.full_like(log_probs, float("-inf"))
+            only_eos[:, eos_id] = log_probs[:, eos_id]
+            log_probs = torch.where(at_limit, only_eos, log_probs)
+
+            candidates = (beam_scores[:, :, None] + log_probs.view(batch, beam, vocab)).view(batch, -1)  # (B, K·V)
+            cand_scores, cand_index = candidates.topk(min(2 * beam, beam * vocab), dim=-1)  # (B, 2K)
+            cand_beam, cand_token = cand_index // vocab, cand_index % vocab
+            cand_history = history.gather(1, cand_beam[:, :, None].expand(-1, -1, max_steps)).clone()
+            cand_history[:, :, t] = cand_token  # (B, 2K, L)
+
+            # Set aside the <eos> candidates among the top K, ranked with the length penalty.
+            is_eos = (cand_token == eos_id) & torch.isfinite(cand_scores)
+            ending = is_eos.clone()
+            ending[:, beam:] = False
+            ending_scores = torch.where(ending, cand_scores / length_penalty(t + 1.0, self.alpha), float("-inf"))
+            pool_scores = torch.cat([finished_scores, ending_scores], dim=1)  # (B, nbest + 2K)
+            pool_tokens = torch.cat([finished_tokens, cand_history], dim=1)
+            finished_scores, keep = pool_scores.topk(self.nbest, dim=1)
+            finished_tokens = pool_tokens[batch_index, keep]
+
+            # The K best candidates that did not end continue.
+            live_scores = cand_scores.masked_fill(is_eos, float("-inf"))
+            beam_scores, live = live_scores.topk(beam, dim=1)  # (B, K)
+            source_beam = cand_beam.gather(1, live)
+            history = cand_history[batch_index, live]
+            tokens = cand_token.gather(1, live).view(-1)
+            reorder = (source_beam + batch_index * beam).view(-1)  # (B·K,)
+            state = map_state(state, lambda s: s.index_select(1, reorder))
+
+            # Done: nbest finished, and no live hypothesis can still beat the worst of them.
+            best_live = (
+                beam_scores[:, 0] / length_penalty(limits.float(), self.alpha) if self.alpha else beam_scores[:, 0]
+            )
+            done = finished_scores[:, -1] >= best_live
+            if bool(done.all()):
+                break
+        return Hypotheses(finished_tokens[:, :, : t + 1], finished_scores)
+
+    def __call__(
+        self, model: Seq2Seq, src: torch.Tensor, src_lengths: torch.Tensor, sos_id: int, eos_id: int, pad_id: int
+    ) -> Hypotheses:
+        """Return each sentence's best hypothesis: tokens (B, L) and scores (B,)."""
+        nbest = self.search(model, src, src_lengths, sos_id, eos_id, pad_id)
+        return Hypotheses(nbest.tokens[:, 0], nbest.scores[:, 0])
