@@ -132,7 +132,7 @@ class BeamSearch:
             history = cand_history[batch_index, live]
             tokens = cand_token.gather(1, live).view(-1)
             reorder = (source_beam + batch_index * beam).view(-1)  # (B·K,)
-            state = map_state(state, lambda s: s.index_select(1, reorder))
+            state = map_state(state, lambda s, order=reorder: s.index_select(1, order))
 
             # Done: nbest finished, and no live hypothesis can still beat the worst of them.
             best_live = (
