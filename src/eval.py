@@ -1,0 +1,86 @@
+"""Evaluate a checkpoint: ``python src/eval.py ckpt_path=PATH [data=…] [data.split=val|test] [decoding=…]``.
+
+Everything needed comes from the checkpoint (model config, tokenizers, data and decoding configs);
+``data=``/``decoding=`` on the command line replace the checkpoint's.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from seq2seq.errors import ConfigError, DataError
+from seq2seq.utils.cli import build_module, load_checkpoint, plain, user_errors, write_metrics
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+log = logging.getLogger("seq2seq")
+SPLITS = ("val", "test")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Decode one split with the checkpoint; write metrics.json and predictions.tsv to the run dir."""
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    saved = checkpoint["seq2seq"]
+    trained = OmegaConf.create(saved["config"])
+
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    split = data.pop("split", "test")
+    if split not in SPLITS:
+        raise ConfigError(f"unknown data.split {split!r}: use data.split=val or data.split=test")
+    if "_target_" in data:
+        pair, trained_pair = (
+            (data["source_lang"], data["target_lang"]),
+            (trained.data.source_lang, trained.data.target_lang),
+        )
+        if pair != trained_pair:
+            raise DataError(
+                f"eval data is {pair[0]}→{pair[1]} but the checkpoint translates {trained_pair[0]}→{trained_pair[1]}: "
+                f"pass data.source_lang={trained_pair[0]} data.target_lang={trained_pair[1]}"
+            )
+        trained.data = data
+    if cfg.get("decoding"):
+        trained.decoding = cfg.decoding
+
+    datamodule = instantiate(trained.data, tokenizers=saved["tokenizers"])
+    datamodule.prepare_data()
+    module = build_module(trained, saved["tokenizers"], config=saved["config"])
+    module.load_state_dict(checkpoint["state_dict"])
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    run = trainer.validate if split == "val" else trainer.test
+    metrics = dict(run(module, datamodule=datamodule)[0])
+
+    if trainer.is_global_zero:
+        write_metrics(
+            output_dir / "metrics.json",
+            {
+                **metrics,
+                "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+                "split": split,
+                "decoding": plain(trained.decoding),
+            },
+        )
+        with open(output_dir / "predictions.tsv", "w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+            writer.writerow(["source", "reference", "hypothesis"])
+            writer.writerows(module.predictions)
+        log.info("metrics and predictions written to %s", output_dir)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval.yaml")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    with user_errors():
+        evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

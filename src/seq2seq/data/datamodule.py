@@ -1,0 +1,332 @@
+"""The Lightning datamodule: load pairs, train tokenizers on train, encode, cache, and serve bucketed batches."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import datasets
+import lightning as L
+import tokenizers as hf_tokenizers
+from datasets import Dataset, DatasetDict
+from tokenizers import Tokenizer
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from seq2seq.data.base import SPLITS
+from seq2seq.data.batching import BucketBatchSampler, collate, pad_source
+from seq2seq.data.cache import cache_key, load_cached, save_cached
+from seq2seq.data.encoding import EncodedData, encode_splits
+from seq2seq.data.tokenizers import (
+    EOS_ID,
+    KINDS,
+    PAD_ID,
+    SOS_ID,
+    decode,
+    encode_batch,
+    tokenizer_from_str,
+    tokenizer_to_str,
+    train_tokenizer,
+)
+from seq2seq.errors import ConfigError, DataError
+
+log = logging.getLogger("seq2seq.data")
+# the columns a batch is made of (see batching.collate)
+_BATCH_COLUMNS = ["source", "target", "src_ids", "tgt_ids"]
+
+
+class Seq2SeqDataModule(L.LightningDataModule):
+    """Text pairs -> tokenizers (trained on train only) -> encoded, length-filtered, cached splits -> batches.
+
+    Args:
+        source: an object with ``load() -> DatasetDict`` (see ``seq2seq.data.sources``); its ``cache_key()``, if
+            any, goes into the cache key.
+        source_lang, target_lang: the languages (names only; the source decides what is read).
+        tokenizer: ``"word"``, ``"bpe"`` or ``"char"``, for both sides.
+        vocab_size: the largest vocabulary per side, special tokens included.
+        min_freq: tokens (or BPE merges) seen fewer times in train are left out.
+        lowercase: lowercase all text before tokenizing.
+        max_length: pairs with more tokens than this on either side (specials not counted) are dropped.
+        batch_size: pairs per batch.
+        num_workers, pin_memory: ``DataLoader`` settings.
+        seed: the batch shuffle seed (varied per epoch).
+        cache_dir: where encoded splits are cached (one folder per configuration); ``None`` disables caching.
+        tokenizers: ``{"source": json, "target": json}`` from a checkpoint: use these instead of training new ones.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        source_lang: str,
+        target_lang: str,
+        tokenizer: str = "word",
+        vocab_size: int = 10000,
+        min_freq: int = 2,
+        lowercase: bool = False,
+        max_length: int = 100,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        seed: int = 42,
+        cache_dir: str | None = None,
+        tokenizers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        if tokenizer not in KINDS:
+            raise ConfigError(f"unknown data.tokenizer {tokenizer!r}: use one of {', '.join(KINDS)}")
+        for name, value in (("vocab_size", vocab_size), ("max_length", max_length), ("batch_size", batch_size)):
+            if value < 1:
+                raise ConfigError(f"data.{name}={value}: must be at least 1")
+        if not callable(getattr(source, "load", None)):
+            raise ConfigError(f"data.source is a {type(source).__name__}, not a source: give it a _target_")
+        self.source = source
+        self.source_lang = source_lang
+        self.target_lang = target_lang
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self.min_freq = min_freq
+        self.lowercase = lowercase
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.seed = seed
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._given: tuple[Tokenizer, Tokenizer] | None = None
+        self._given_state: dict[str, str] | None = None
+        if tokenizers is not None:
+            missing = {"source", "target"} - set(tokenizers)
+            if missing:
+                raise DataError(f"stored tokenizers lack {', '.join(sorted(missing))}: re-create the checkpoint")
+            self._given_state = {"source": str(tokenizers["source"]), "target": str(tokenizers["target"])}
+            self._given = (
+                tokenizer_from_str(self._given_state["source"]),
+                tokenizer_from_str(self._given_state["target"]),
+            )
+        self._data: EncodedData | None = None
+        self._lengths: dict[str, Tensor] = {}
+        # True: the encoded data came from the cache; False: it was tokenized here; None: not loaded yet.
+        self.cache_hit: bool | None = None
+
+    # --- caching ----------------------------------------------------------------------------------------------
+
+    def _cache_payload(self) -> dict[str, Any]:
+        key = getattr(self.source, "cache_key", None)
+        source = key() if callable(key) else {"class": type(self.source).__qualname__, "repr": repr(self.source)}
+        if self._given_state is not None:
+            text = self._given_state["source"] + "\0" + self._given_state["target"]
+            tokenization: dict[str, Any] = {"given": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+        else:
+            tokenization = {
+                "kind": self.tokenizer,
+                "vocab_size": self.vocab_size,
+                "min_freq": self.min_freq,
+                "lowercase": self.lowercase,
+            }
+        return {
+            "source": source,
+            "tokenization": tokenization,
+            "max_length": self.max_length,
+            "libraries": {"datasets": datasets.__version__, "tokenizers": hf_tokenizers.__version__},
+        }
+
+    def cache_path(self) -> Path | None:
+        """This configuration's cache folder (``cache_dir/<hash>``), or ``None`` without a ``cache_dir``."""
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / cache_key(self._cache_payload())
+
+    # --- building ---------------------------------------------------------------------------------------------
+
+    def _load_raw(self) -> DatasetDict:
+        raw = self.source.load()
+        for split in SPLITS:
+            if split not in raw:
+                raise DataError(f"the data source gave no {split} split (splits: {', '.join(raw)}): fix data.source")
+            missing = {"source", "target"} - set(raw[split].column_names)
+            if missing:
+                raise DataError(f"the {split} split has no column {', '.join(sorted(missing))}: fix data.source")
+        return raw
+
+    def _build(self, fingerprint: str) -> EncodedData:
+        raw = self._load_raw()
+        if self._given is not None:
+            src_tokenizer, tgt_tokenizer = self._given
+            log.info("using the given tokenizers (not training new ones)")
+        else:
+            train = raw["train"].select_columns(["source", "target"]).with_format("arrow")[:]
+            settings = {
+                "kind": self.tokenizer,
+                "vocab_size": self.vocab_size,
+                "min_freq": self.min_freq,
+                "lowercase": self.lowercase,
+            }
+            log.info("training %s tokenizers on %d train pairs", self.tokenizer, train.num_rows)
+            src_tokenizer = train_tokenizer(train.column("source").to_pylist(), **settings)
+            tgt_tokenizer = train_tokenizer(train.column("target").to_pylist(), **settings)
+        data = encode_splits(raw, src_tokenizer, tgt_tokenizer, self.max_length, fingerprint)
+        for split in SPLITS:
+            dropped, total = data.dropped[split], len(data.splits[split]) + data.dropped[split]
+            # Dropping from val/test changes what is evaluated: say so louder.
+            level = logging.WARNING if dropped and split != "train" else logging.INFO
+            log.log(
+                level, "%s: dropped %d of %d pairs longer than max_length=%d", split, dropped, total, self.max_length
+            )
+            if len(data.splits[split]) == 0:
+                raise DataError(
+                    f"every {split} pair is longer than data.max_length={self.max_length} tokens: raise data.max_length"
+                )
+        return data
+
+    def prepare_data(self) -> None:
+        """Tokenize and write the cache if it is missing (Lightning runs this on one process per node)."""
+        path = self.cache_path()
+        if self._data is not None or path is None or (path / "meta.json").is_file():
+            return
+        data = self._build(path.name)
+        self.cache_hit = False
+        if save_cached(data, path, self._cache_payload()):
+            log.info("tokenized the data and wrote the cache %s", path)
+        # this process need not reload it in setup(); the other ranks read the cache
+        self._data = data
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the encoded splits: from the cache when it exists, else tokenize now (and cache)."""
+        if self._data is not None:
+            return
+        path = self.cache_path()
+        data = load_cached(path) if path is not None else None
+        if data is not None:
+            self.cache_hit = True
+            log.info("loaded the tokenized data from the cache %s (tokenization skipped)", path)
+        else:
+            data = self._build(cache_key(self._cache_payload()))
+            self.cache_hit = False
+            if path is None:
+                log.info("tokenized the data (caching is off)")
+            elif save_cached(data, path, self._cache_payload()):
+                log.info("tokenized the data and wrote the cache %s", path)
+        self._data = data
+
+    # --- tokenizers -------------------------------------------------------------------------------------------
+
+    def _tokenizers(self) -> tuple[Tokenizer, Tokenizer]:
+        if self._data is not None:
+            return self._data.src_tokenizer, self._data.tgt_tokenizer
+        if self._given is not None:
+            return self._given
+        raise RuntimeError("Seq2SeqDataModule: call prepare_data() and setup() before using the tokenizers")
+
+    @property
+    def src_tokenizer(self) -> Tokenizer:
+        """The source-side tokenizer."""
+        return self._tokenizers()[0]
+
+    @property
+    def tgt_tokenizer(self) -> Tokenizer:
+        """The target-side tokenizer."""
+        return self._tokenizers()[1]
+
+    @property
+    def src_vocab_size(self) -> int:
+        """Source vocabulary size, special tokens included."""
+        return self.src_tokenizer.get_vocab_size()
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        """Target vocabulary size, special tokens included."""
+        return self.tgt_tokenizer.get_vocab_size()
+
+    @property
+    def pad_id(self) -> int:
+        """Id of ``<pad>``."""
+        return PAD_ID
+
+    @property
+    def sos_id(self) -> int:
+        """Id of ``<sos>``."""
+        return SOS_ID
+
+    @property
+    def eos_id(self) -> int:
+        """Id of ``<eos>``."""
+        return EOS_ID
+
+    def tokenizers_state(self) -> dict[str, str]:
+        """``{"source": json, "target": json}``: what a checkpoint stores and ``tokenizers=`` takes back."""
+        return {"source": tokenizer_to_str(self.src_tokenizer), "target": tokenizer_to_str(self.tgt_tokenizer)}
+
+    def save_tokenizers(self, dirpath: str | Path) -> None:
+        """Write ``tokenizer.source.json`` and ``tokenizer.target.json`` into ``dirpath``."""
+        dirpath = Path(dirpath)
+        dirpath.mkdir(parents=True, exist_ok=True)
+        self.src_tokenizer.save(str(dirpath / "tokenizer.source.json"))
+        self.tgt_tokenizer.save(str(dirpath / "tokenizer.target.json"))
+
+    def encode_source(self, texts: list[str]) -> list[list[int]]:
+        """Source ids as the model sees them: the tokens followed by ``<eos>`` (as in ``Batch.src``)."""
+        return [ids + [EOS_ID] for ids in encode_batch(self.src_tokenizer, list(texts))]
+
+    def source_tensors(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """Padded source ids ``(B, S)`` and lengths ``(B,)`` for raw sentences, e.g. read from stdin."""
+        return pad_source(encode_batch(self.src_tokenizer, list(texts)), PAD_ID)
+
+    def decode_target(self, ids: Any) -> str:
+        """Detokenize target ids (a list or 1-D tensor): stops at ``<eos>``, skips ``<pad>``/``<sos>``."""
+        return decode(self.tgt_tokenizer, ids)
+
+    # --- data -------------------------------------------------------------------------------------------------
+
+    def dataset(self, split: str) -> Dataset:
+        """The encoded split ``train``, ``val`` or ``test`` (after ``setup``); columns as in ``EncodedData``."""
+        if self._data is None:
+            raise RuntimeError("Seq2SeqDataModule: call setup() before asking for data")
+        return self._data.splits[split]
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Per split, the pairs dropped for exceeding ``max_length`` (after ``setup``)."""
+        if self._data is None:
+            raise RuntimeError("Seq2SeqDataModule: call setup() before asking for data")
+        return dict(self._data.dropped)
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _dataloader(self, name: str, shuffle: bool) -> DataLoader:
+        dataset = self.dataset(name)
+        if name not in self._lengths:
+            self._lengths[name] = dataset.select_columns(["length"]).with_format("torch")["length"][:]
+        rank, world = self._rank_and_world()
+        sampler = BucketBatchSampler(self._lengths[name], self.batch_size, shuffle, self.seed, world, rank)
+        if shuffle and self.trainer is not None:
+            sampler.set_epoch(self.trainer.current_epoch)  # Lightning calls set_epoch again every epoch
+        if self.num_workers > 0:
+            # the workers never tokenize; this only silences the fork warning of `tokenizers`
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        return DataLoader(
+            dataset.select_columns(_BATCH_COLUMNS),
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Length-bucketed, shuffled per epoch; every rank gets the same number of batches."""
+        return self._dataloader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Sorted by length; each example on exactly one rank."""
+        return self._dataloader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Sorted by length; each example on exactly one rank."""
+        return self._dataloader("test", shuffle=False)

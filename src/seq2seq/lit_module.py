@@ -1,0 +1,119 @@
+"""The LightningModule: the model, its teacher-forcing schedule, optimizer, metrics and decoding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch.nn import functional as F
+
+from seq2seq.data.batching import Batch
+from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, decode, tokenizer_from_str
+from seq2seq.metrics import Seq2SeqMetrics
+from seq2seq.modules import Seq2Seq
+from seq2seq.teacher_forcing import Schedule
+
+CHECKPOINT_KEY = "seq2seq"
+CHECKPOINT_FORMAT = 1
+
+
+class Seq2SeqModule(LightningModule):
+    """Train and evaluate a `Seq2Seq` model.
+
+    Args:
+        model: the encoder-decoder.
+        teacher_forcing: the ratio schedule, called each training step.
+        decoding: the strategy that turns sources into hypotheses for val/test/predict.
+        optimizer: a partial taking the parameters (``_partial_: true`` in the config).
+        scheduler: an optional partial taking the optimizer.
+        tokenizers: ``{"source": json, "target": json}``, saved into every checkpoint.
+        config: the resolved run config as plain containers, saved into every checkpoint.
+    """
+
+    def __init__(
+        self,
+        model: Seq2Seq,
+        teacher_forcing: Schedule,
+        decoding: Callable,
+        optimizer: Callable,
+        tokenizers: dict[str, str],
+        config: dict[str, Any],
+        scheduler: Callable | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.teacher_forcing = teacher_forcing
+        self.decoding = decoding
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.tokenizers = tokenizers
+        self.config = config
+        self.target_tokenizer = tokenizer_from_str(tokenizers["target"])
+        self.val_metrics = Seq2SeqMetrics()
+        self.test_metrics = Seq2SeqMetrics()
+        self.predictions: list[tuple[str, str, str]] = []  # (source, reference, hypothesis)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        ratio = self.teacher_forcing(self.global_step, self.current_epoch)
+        logits = self.model(batch.src, batch.src_lengths, batch.tgt_in, tf_ratio=ratio)  # (B, T, V)
+        # Mean over the non-pad target tokens of the batch.
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID)
+        batch_size = batch.src.size(0)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/tf_ratio", ratio, batch_size=batch_size)
+        return loss
+
+    def translate(self, src: torch.Tensor, src_lengths: torch.Tensor) -> list[str]:
+        """Decode a source batch with the configured strategy into detokenized strings."""
+        hypotheses = self.decoding(self.model, src, src_lengths, SOS_ID, EOS_ID, PAD_ID)
+        return [decode(self.target_tokenizer, ids) for ids in hypotheses.tokens.tolist()]
+
+    def _evaluate(self, batch: Batch, metrics: Seq2SeqMetrics) -> None:
+        logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V), teacher-forced
+        hypotheses = self.translate(batch.src, batch.src_lengths)
+        metrics.update(logits, batch.tgt_out, PAD_ID, hypotheses, batch.tgt_text)
+        self.predictions.extend(zip(batch.src_text, batch.tgt_text, hypotheses))
+
+    def _log_metrics(self, metrics: Seq2SeqMetrics, prefix: str) -> None:
+        # compute() has already synced the states across processes: every rank logs the same values.
+        values = metrics.compute()
+        self.log_dict({f"{prefix}/{name}": value for name, value in values.items()}, prog_bar=False)
+        metrics.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self.predictions = []
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics(self.val_metrics, "val")
+
+    def on_test_epoch_start(self) -> None:
+        self.predictions = []
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics(self.test_metrics, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Plain containers only, so torch.load(weights_only=True) can read the checkpoint.
+        checkpoint[CHECKPOINT_KEY] = {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config,
+            "tokenizers": dict(self.tokenizers),
+        }

@@ -1,0 +1,104 @@
+"""What the entry points share: one-line user errors, run files, checkpoints and building the module."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from seq2seq.data.tokenizers import PAD_ID, tokenizer_from_str
+from seq2seq.errors import CheckpointError, Seq2SeqError
+from seq2seq.lit_module import CHECKPOINT_KEY, Seq2SeqModule
+
+log = logging.getLogger("seq2seq")
+
+
+def _user_error(exception: BaseException) -> Seq2SeqError | None:
+    """The `Seq2SeqError` behind ``exception``, looking through wrappers such as Hydra's."""
+    seen = set()
+    while exception is not None and id(exception) not in seen:
+        if isinstance(exception, Seq2SeqError):
+            return exception
+        seen.add(id(exception))
+        exception = exception.__cause__ or exception.__context__
+    return None
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a `Seq2SeqError`, however deeply wrapped, into one ``error: …`` line and exit code 2."""
+    try:
+        yield
+    except Exception as exception:
+        error = _user_error(exception)
+        if error is None:
+            raise
+        log.debug("user error", exc_info=exception)
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by this project with ``weights_only=True``; one-line error otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/<name>.ckpt")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exception:
+        raise CheckpointError(
+            f"{path} is not a checkpoint of this project ({type(exception).__name__}): "
+            "pass a .ckpt written by src/train.py"
+        ) from None
+    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a checkpoint of this project: pass a .ckpt written by src/train.py")
+    return checkpoint
+
+
+def build_module(cfg: DictConfig, tokenizers: dict[str, str], config: dict[str, Any]) -> Seq2SeqModule:
+    """Instantiate the model for these tokenizers' vocabularies and wrap it in the LightningModule."""
+    model = instantiate(
+        cfg.model,
+        src_vocab_size=tokenizer_from_str(tokenizers["source"]).get_vocab_size(),
+        tgt_vocab_size=tokenizer_from_str(tokenizers["target"]).get_vocab_size(),
+        pad_id=PAD_ID,
+    )
+    scheduler = cfg.get("scheduler")
+    return Seq2SeqModule(
+        model=model,
+        teacher_forcing=instantiate(cfg.teacher_forcing),
+        decoding=instantiate(cfg.decoding),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(scheduler) if scheduler else None,
+        tokenizers=tokenizers,
+        config=config,
+    )
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a config group such as ``callbacks`` or ``logger``."""
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if isinstance(entry, DictConfig) and "_target_" in entry]
+
+
+def plain(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain dicts and lists (what checkpoints store)."""
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    """Write ``metrics`` (tensors or numbers) to ``path`` as JSON with plain floats, sorted by name."""
+    values = {
+        name: float(value) if isinstance(value, torch.Tensor | int | float) else value
+        for name, value in metrics.items()
+    }
+    path.write_text(json.dumps(dict(sorted(values.items())), indent=2) + "\n")

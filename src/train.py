@@ -1,0 +1,73 @@
+"""Train a seq2seq model: ``python src/train.py [overrides]`` (see conf/train.yaml)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from seq2seq.errors import CheckpointError
+from seq2seq.utils.cli import build_module, instantiate_group, load_checkpoint, plain, user_errors, write_metrics
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+log = logging.getLogger("seq2seq")
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit on the train split, then evaluate the best checkpoint on val and test; return the metrics."""
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    # Resuming keeps the checkpoint's tokenizers, so the vocabulary cannot drift.
+    resumed = load_checkpoint(cfg.ckpt_path)["seq2seq"] if cfg.get("ckpt_path") else None
+    datamodule = instantiate(cfg.data, tokenizers=resumed["tokenizers"] if resumed else None)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule.tokenizers_state(), config=plain(cfg))
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=instantiate_group(cfg.get("callbacks")),
+        logger=instantiate_group(cfg.get("logger")) or False,
+    )
+    if trainer.is_global_zero:
+        datamodule.save_tokenizers(output_dir)
+        log.info("run dir: %s", output_dir)
+
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except RuntimeError as error:
+        if "state_dict" not in str(error):
+            raise
+        raise CheckpointError(
+            f"{cfg.ckpt_path} holds a model of another shape than model=…: resume with the checkpoint's model "
+            "config (see .hydra/config.yaml in its run dir)"
+        ) from None
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
+    log.info("evaluating %s", best or "the last weights")
+    metrics: dict[str, float] = {}
+    metrics.update(trainer.validate(module, datamodule=datamodule, ckpt_path=best or None)[0])
+    if cfg.get("test"):
+        metrics.update(trainer.test(module, datamodule=datamodule, ckpt_path=best or None)[0])
+    if trainer.is_global_zero:
+        write_metrics(output_dir / "metrics.json", metrics)
+        log.info("metrics written to %s", output_dir / "metrics.json")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train.yaml")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the optimized metric for sweepers."""
+    with user_errors():
+        metrics = train(cfg)
+    name = cfg.get("optimized_metric")
+    return metrics.get(name) if name else None
+
+
+if __name__ == "__main__":
+    main()

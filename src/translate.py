@@ -1,0 +1,124 @@
+"""Translate stdin line by line: ``python src/translate.py ckpt_path=PATH [decoding=…]``.
+
+Reads a pipe in batches, or prompts on a terminal (Ctrl-D quits). Needs nothing but the checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, decode, encode_batch, tokenizer_from_str
+from seq2seq.decoding import BeamSearch
+from seq2seq.utils.cli import build_module, load_checkpoint, user_errors
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+
+
+class Translator:
+    """A checkpoint's model, tokenizers and decoding, turning lines of text into hypotheses."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        checkpoint = load_checkpoint(cfg.ckpt_path)
+        saved = checkpoint["seq2seq"]
+        trained = OmegaConf.create(saved["config"])
+        if cfg.get("decoding"):
+            trained.decoding = cfg.decoding
+        self.module = build_module(trained, saved["tokenizers"], config=saved["config"])
+        self.module.load_state_dict(checkpoint["state_dict"])
+        device = cfg.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.module.to(self.device).eval()
+        self.source_tokenizer = tokenizer_from_str(saved["tokenizers"]["source"])
+        self.max_source_length = int(trained.data.get("max_length") or 0)
+        self.search = self.module.decoding
+        self.nbest = getattr(self.search, "nbest", 1)
+
+    def encode(self, lines: list[str]) -> list[list[int]]:
+        """Source ids (with ``<eos>``) of each line, truncated to the model's max source length."""
+        encoded = []
+        for number, ids in enumerate(encode_batch(self.source_tokenizer, lines)):
+            if self.max_source_length and len(ids) > self.max_source_length:
+                print(
+                    f"warning: input line {number + 1} has {len(ids)} tokens; truncated to {self.max_source_length}",
+                    file=sys.stderr,
+                )
+                ids = ids[: self.max_source_length]
+            encoded.append(ids + [EOS_ID])
+        return encoded
+
+    @torch.no_grad()
+    def translate(self, lines: list[str]) -> list[list[tuple[float, str]]]:
+        """The n-best (score, hypothesis) list of each line; an empty line gets empty hypotheses."""
+        results: list[list[tuple[float, str]]] = [[(0.0, "")] * self.nbest for _ in lines]
+        todo = [i for i, line in enumerate(lines) if line.strip()]
+        if not todo:
+            return results
+        ids = self.encode([lines[i] for i in todo])
+        lengths = torch.tensor([len(x) for x in ids], device=self.device)
+        src = torch.nn.utils.rnn.pad_sequence(
+            [torch.tensor(x) for x in ids], batch_first=True, padding_value=PAD_ID
+        ).to(self.device)  # (B, S)
+        if isinstance(self.search, BeamSearch):
+            found = self.search.search(self.module.model, src, lengths, SOS_ID, EOS_ID, PAD_ID)  # (B, N, L)
+        else:
+            found = self.search(self.module.model, src, lengths, SOS_ID, EOS_ID, PAD_ID)
+            found.tokens, found.scores = found.tokens[:, None], found.scores[:, None]
+        tokenizer = self.module.target_tokenizer
+        for row, i in enumerate(todo):
+            results[i] = [
+                (float(score), decode(tokenizer, tokens))
+                for score, tokens in zip(found.scores[row].tolist(), found.tokens[row])
+            ]
+        return results
+
+
+def batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Group lines into lists of ``size``."""
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line.rstrip("\r\n"))
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def write(results: list[list[tuple[float, str]]], nbest: int) -> None:
+    for hypotheses in results:
+        for score, text in hypotheses:
+            print(f"{score:.4f}\t{text}" if nbest > 1 else text)
+    sys.stdout.flush()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="translate.yaml")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    with user_errors():
+        L.seed_everything(cfg.seed, verbose=False)
+        translator = Translator(cfg)
+        if sys.stdin.isatty():
+            print("Type a sentence and press Enter (Ctrl-D quits).", file=sys.stderr)
+            while True:
+                print("> ", end="", file=sys.stderr, flush=True)
+                line = sys.stdin.readline()
+                if not line:
+                    break
+                write(translator.translate([line.rstrip("\n")]), translator.nbest)
+        else:
+            for batch in batches(sys.stdin, cfg.batch_size):
+                write(translator.translate(batch), translator.nbest)
+
+
+if __name__ == "__main__":
+    main()

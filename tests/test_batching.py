@@ -1,0 +1,143 @@
+"""Collation into padded batches, and the length-bucketing batch sampler (epochs, padding, DDP sharding)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from seq2seq.data.batching import Batch, BucketBatchSampler, collate, pad_sequences, pad_source
+from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, UNK_ID
+
+
+def _example(src: list[int], tgt: list[int]) -> dict:
+    return {"src_ids": src, "tgt_ids": tgt, "source": f"s{len(src)}", "target": f"t{len(tgt)}"}
+
+
+def test_collate_shapes_and_special_tokens():
+    examples = [_example([5, 6, 7], [8, 9]), _example([], [10, 11, 12, 13]), _example([14], [])]
+    batch = collate(examples)
+    assert isinstance(batch, Batch)
+    assert batch.src.shape == (3, 4) and batch.src.dtype == torch.long  # longest source 3 + <eos>
+    assert batch.src_lengths.tolist() == [4, 1, 2]  # an empty source still has its <eos>
+    assert batch.src.tolist() == [[5, 6, 7, EOS_ID], [EOS_ID, PAD_ID, PAD_ID, PAD_ID], [14, EOS_ID, PAD_ID, PAD_ID]]
+    assert batch.tgt_in.shape == batch.tgt_out.shape == (3, 5)
+    assert (batch.tgt_in[:, 0] == SOS_ID).all()
+    assert batch.tgt_in.tolist()[0] == [SOS_ID, 8, 9, PAD_ID, PAD_ID]
+    assert batch.tgt_out.tolist()[0] == [8, 9, EOS_ID, PAD_ID, PAD_ID]
+    assert batch.tgt_out.tolist()[2] == [EOS_ID, PAD_ID, PAD_ID, PAD_ID, PAD_ID]
+    # tgt_out is tgt_in shifted left by one, ending in <eos> before the padding
+    lengths = torch.tensor([len(e["tgt_ids"]) for e in examples])
+    assert (batch.tgt_out.gather(1, lengths[:, None]).squeeze(1) == EOS_ID).all()
+    assert (
+        batch.tgt_out[:, :-1][batch.tgt_in[:, 1:] != PAD_ID] == batch.tgt_in[:, 1:][batch.tgt_in[:, 1:] != PAD_ID]
+    ).all()
+    assert batch.src_text == ["s3", "s0", "s1"] and batch.tgt_text == ["t2", "t4", "t0"]
+
+
+def test_pad_helpers():
+    padded, lengths = pad_sequences([[1, 2], [3], [4, 5, 6]], pad_id=0)
+    assert padded.tolist() == [[1, 2, 0], [3, 0, 0], [4, 5, 6]] and lengths.tolist() == [2, 1, 3]
+    src, src_lengths = pad_source([[UNK_ID, 9], []])
+    assert src.tolist() == [[UNK_ID, 9, EOS_ID], [EOS_ID, PAD_ID, PAD_ID]] and src_lengths.tolist() == [3, 1]
+
+
+def test_batch_moves_as_a_whole():
+    from lightning.fabric.utilities.apply_func import move_data_to_device
+
+    batch = collate([_example([5], [6])])
+    moved = move_data_to_device(batch, torch.device("cpu"))
+    assert isinstance(moved, Batch) and moved.src.device == moved.src_lengths.device
+    assert moved.src_text == batch.src_text
+
+
+def _padding(batches: list[list[int]], lengths: list[int]) -> int:
+    return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+
+_RNG = random.Random(0)
+LENGTHS = [_RNG.randint(1, 60) for _ in range(2000)]
+
+
+def test_every_index_once_per_epoch_and_epochs_differ():
+    sampler = BucketBatchSampler(LENGTHS, batch_size=32, shuffle=True, seed=1, bucket_size_multiplier=10)
+    first = list(sampler)
+    assert len(first) == len(sampler)
+    assert sorted(i for b in first for i in b) == list(range(len(LENGTHS)))
+    assert all(1 <= len(b) <= 32 for b in first)
+    assert list(sampler) == first  # same epoch, same order
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert sorted(i for b in second for i in b) == list(range(len(LENGTHS)))
+    assert second != first
+    other_seed = BucketBatchSampler(LENGTHS, batch_size=32, shuffle=True, seed=2, bucket_size_multiplier=10)
+    assert list(other_seed) != first
+
+
+def test_bucketing_cuts_padding():
+    sampler = BucketBatchSampler(LENGTHS, batch_size=32, shuffle=True, seed=1)
+    order = list(range(len(LENGTHS)))
+    random.Random(0).shuffle(order)
+    random_batches = [order[i : i + 32] for i in range(0, len(order), 32)]
+    bucketed, unbucketed = _padding(list(sampler), LENGTHS), _padding(random_batches, LENGTHS)
+    assert bucketed < 0.05 * unbucketed, (bucketed, unbucketed)  # ~0.9 vs ~28 pads per example
+
+
+def test_eval_batches_are_sorted_by_length_and_complete():
+    sampler = BucketBatchSampler(LENGTHS, batch_size=64, shuffle=False, seed=0)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 32
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(LENGTHS)))
+    assert [LENGTHS[i] for i in flat] == sorted(LENGTHS)
+
+
+@pytest.mark.parametrize("size", [7, 100, 1000, 2001])
+def test_ddp_training_shards_have_equal_counts(size):
+    lengths = LENGTHS[:size] if size <= len(LENGTHS) else LENGTHS + LENGTHS[: size - len(LENGTHS)]
+    world = 3
+    shards = [
+        list(
+            BucketBatchSampler(lengths, 16, shuffle=True, seed=5, num_replicas=world, rank=r, bucket_size_multiplier=4)
+        )
+        for r in range(world)
+    ]
+    counts = {len(shard) for shard in shards}
+    assert len(counts) == 1  # every rank runs the same number of steps
+    expected = len(
+        BucketBatchSampler(lengths, 16, shuffle=True, seed=5, num_replicas=world, rank=0, bucket_size_multiplier=4)
+    )
+    assert counts == {expected}
+    seen = {i for shard in shards for b in shard for i in b}
+    assert seen == set(range(size))
+
+
+@pytest.mark.parametrize("size", [7, 100, 1000])
+def test_ddp_eval_shards_have_no_duplicates(size):
+    lengths = LENGTHS[:size]
+    world = 4
+    samplers = [
+        BucketBatchSampler(lengths, 16, shuffle=False, seed=0, num_replicas=world, rank=r) for r in range(world)
+    ]
+    shards = [list(s) for s in samplers]
+    assert [len(s) for s in shards] == [len(s) for s in samplers]
+    flat = [i for shard in shards for b in shard for i in b]
+    assert len(flat) == len(set(flat)) == size  # no duplicates, nothing missing
+
+
+def test_invalid_rank():
+    with pytest.raises(ValueError, match="rank"):
+        BucketBatchSampler([1, 2], 2, shuffle=False, seed=0, num_replicas=2, rank=2)
+
+
+def test_lightning_reaches_set_epoch_through_the_dataloader():
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader
+
+    sampler = BucketBatchSampler(LENGTHS, batch_size=32, shuffle=True, seed=1)
+    loader = DataLoader(list(range(len(LENGTHS))), batch_sampler=sampler)
+    first = list(sampler)
+    _set_sampler_epoch(loader, 3)  # what the fit loop does at every epoch start
+    assert sampler.epoch == 3 and list(sampler) != first
+    assert sorted(sampler.sampler) == list(range(len(LENGTHS)))

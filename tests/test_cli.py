@@ -1,0 +1,98 @@
+"""End to end: train.py and eval.py as a user runs them."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import ROOT, TINY_REVERSE, read_metrics, run_cli, run_dirs
+
+
+def test_reverse_task_is_learned(reverse_run):
+    metrics = read_metrics(reverse_run)
+    assert metrics["val/exact_match"] >= 0.8, metrics
+    assert metrics["test/exact_match"] >= 0.8, metrics
+    assert metrics["val/bleu"] > 80.0
+    assert metrics["val/ppl"] == pytest.approx(torch.tensor(metrics["val/loss"]).exp().item(), rel=1e-4)
+
+
+def test_run_dir_holds_config_log_checkpoints_tokenizers(reverse_run):
+    assert (reverse_run / ".hydra" / "config.yaml").is_file()
+    assert (reverse_run / "train.log").is_file()
+    assert (reverse_run / "checkpoints" / "best.ckpt").is_file()
+    assert (reverse_run / "checkpoints" / "last.ckpt").is_file()
+    assert (reverse_run / "tokenizer.source.json").is_file()
+    assert (reverse_run / "tokenizer.target.json").is_file()
+    rows = list(csv.DictReader(open(reverse_run / "csv" / "metrics.csv")))
+    ratios = [float(r["train/tf_ratio"]) for r in rows if r.get("train/tf_ratio")]
+    assert ratios and all(r == 1.0 for r in ratios)
+
+
+def test_checkpoint_loads_with_weights_only_and_is_self_contained(reverse_run):
+    checkpoint = torch.load(reverse_run / "checkpoints" / "best.ckpt", weights_only=True)
+    saved = checkpoint["seq2seq"]
+    assert saved["config"]["model"]["cell"] == "gru"
+    assert set(saved["tokenizers"]) == {"source", "target"}
+
+
+def test_eval_on_best_checkpoint_reproduces_training_val_metrics(reverse_run, tmp_path):
+    ckpt = reverse_run / "checkpoints" / "best.ckpt"
+    run_cli("eval", f"ckpt_path={ckpt}", "data.split=val", "trainer=cpu", log_dir=tmp_path)
+    (eval_dir,) = run_dirs(tmp_path, "eval")
+    evaluated, trained = read_metrics(eval_dir), read_metrics(reverse_run)
+    for name in ("loss", "ppl", "acc", "bleu", "chrf", "exact_match"):
+        assert evaluated[f"val/{name}"] == pytest.approx(trained[f"val/{name}"], rel=1e-5, abs=1e-6), name
+    assert evaluated["decoding"]["_target_"].endswith("GreedySearch")
+    rows = list(csv.DictReader(open(eval_dir / "predictions.tsv"), delimiter="\t"))
+    assert len(rows) == 200 and set(rows[0]) == {"source", "reference", "hypothesis"}
+    exact = sum(r["reference"] == r["hypothesis"] for r in rows) / len(rows)
+    assert exact == pytest.approx(trained["val/exact_match"])
+
+
+def test_resume_from_last_checkpoint_continues_training(reverse_run, tmp_path):
+    last = reverse_run / "checkpoints" / "last.ckpt"
+    epochs_before = torch.load(last, weights_only=True)["epoch"]
+    run_cli("train", *TINY_REVERSE, f"ckpt_path={last}", f"trainer.max_epochs={epochs_before + 2}", log_dir=tmp_path)
+    (run_dir,) = run_dirs(tmp_path, "train")
+    resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == epochs_before + 1
+    assert read_metrics(run_dir)["val/exact_match"] >= 0.8
+
+
+def test_ddp_sim_trains_and_writes_one_set_of_outputs(tmp_path):
+    run_cli(
+        "train", *TINY_REVERSE, "trainer=ddp_sim", "trainer.max_epochs=1", "data.source.num_train=600", log_dir=tmp_path
+    )
+    runs = run_dirs(tmp_path, "train")
+    assert len(runs) == 1
+    metrics = read_metrics(runs[0])
+    assert {"val/bleu", "test/bleu", "val/exact_match"} <= set(metrics)
+    assert len(list((runs[0] / "checkpoints").glob("*.ckpt"))) == 2  # best + last
+
+
+def test_ctrl_c_leaves_a_usable_last_checkpoint(tmp_path):
+    cmd = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        f"paths.log_dir={tmp_path}/",
+        *TINY_REVERSE,
+        "trainer.max_epochs=1000",
+        "data.source.num_train=20000",
+    ]
+    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("train/runs/*/csv/metrics.csv")):
+        time.sleep(0.5)
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    (run_dir,) = run_dirs(tmp_path, "train")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["global_step"] > 0 and "seq2seq" in checkpoint
