@@ -27,6 +27,8 @@ SPLITS = ("val", "test")
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Decode one split with the checkpoint; write metrics.json and predictions.tsv to the run dir."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.get("decoding"):
+        instantiate(cfg.decoding)  # bad decoding parameters fail here, before any model is loaded
     checkpoint = load_checkpoint(cfg.ckpt_path)
     saved = checkpoint["seq2seq"]
     trained = OmegaConf.create(saved["config"])

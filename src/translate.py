@@ -13,6 +13,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, decode, encode_batch, tokenizer_from_str
@@ -26,6 +27,8 @@ class Translator:
     """A checkpoint's model, tokenizers and decoding, turning lines of text into hypotheses."""
 
     def __init__(self, cfg: DictConfig) -> None:
+        if cfg.get("decoding"):
+            instantiate(cfg.decoding)  # bad decoding parameters fail here, before any model is loaded
         checkpoint = load_checkpoint(cfg.ckpt_path)
         saved = checkpoint["seq2seq"]
         trained = OmegaConf.create(saved["config"])

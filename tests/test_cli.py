@@ -28,7 +28,7 @@ def test_run_dir_holds_config_log_checkpoints_tokenizers(reverse_run):
     assert (reverse_run / "checkpoints" / "last.ckpt").is_file()
     assert (reverse_run / "tokenizer.source.json").is_file()
     assert (reverse_run / "tokenizer.target.json").is_file()
-    rows = list(csv.DictReader(open(reverse_run / "csv" / "metrics.csv")))
+    rows = list(csv.DictReader((reverse_run / "csv" / "metrics.csv").open()))
     ratios = [float(r["train/tf_ratio"]) for r in rows if r.get("train/tf_ratio")]
     assert ratios and all(r == 1.0 for r in ratios)
 
@@ -48,7 +48,7 @@ def test_eval_on_best_checkpoint_reproduces_training_val_metrics(reverse_run, tm
     for name in ("loss", "ppl", "acc", "bleu", "chrf", "exact_match"):
         assert evaluated[f"val/{name}"] == pytest.approx(trained[f"val/{name}"], rel=1e-5, abs=1e-6), name
     assert evaluated["decoding"]["_target_"].endswith("GreedySearch")
-    rows = list(csv.DictReader(open(eval_dir / "predictions.tsv"), delimiter="\t"))
+    rows = list(csv.DictReader((eval_dir / "predictions.tsv").open(), delimiter="\t"))
     assert len(rows) == 200 and set(rows[0]) == {"source", "reference", "hypothesis"}
     exact = sum(r["reference"] == r["hypothesis"] for r in rows) / len(rows)
     assert exact == pytest.approx(trained["val/exact_match"])

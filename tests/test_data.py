@@ -221,7 +221,7 @@ def test_files_carves_at_least_one_pair(tmp_path):
 
 
 def test_files_missing_path(tmp_path):
-    with pytest.raises(DataError, match=r"neither a file nor the prefix .*: set data.source.train"):
+    with pytest.raises(DataError, match=r"neither a file nor the prefix .*: set data.train"):
         FileSource(str(tmp_path / "nothing")).load()
 
 
@@ -370,7 +370,7 @@ def data_config(name: str, tmp_path: Path, **updates):
 
 @pytest.mark.parametrize("name", ["multi30k", "tatoeba_ko_en", "chatbot_ko", "reverse", "files", "hub"])
 def test_every_data_config_instantiates(name, tmp_path):
-    updates = {"data.source.train": str(tmp_path / "t.jsonl")} if name == "files" else {}
+    updates = {"data.train": str(tmp_path / "t.jsonl")} if name == "files" else {}
     updates |= {"data.source.name": str(hub_dir(tmp_path / "hub"))} if name == "hub" else {}
     cfg = data_config(name, tmp_path, **updates)
     datamodule = instantiate(cfg)

@@ -330,3 +330,28 @@ class Seq2SeqDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """Sorted by length; each example on exactly one rank."""
         return self._dataloader("test", shuffle=False)
+
+
+class FilesDataModule(Seq2SeqDataModule):
+    """``data=files``: the user's own files, named by the flat keys ``data.train``, ``data.val``, ``data.test``.
+
+    Each path is a table (``.jsonl``/``.json``/``.csv``/``.tsv`` with ``source_column``/``target_column``) or the
+    prefix of two line-aligned text files ``PATH.<source_lang>``/``PATH.<target_lang>`` (see `FileSource`).
+    Every other argument is `Seq2SeqDataModule`'s, which rejects unknown names.
+    """
+
+    def __init__(
+        self,
+        train: str,
+        source_lang: str,
+        target_lang: str,
+        val: str | None = None,
+        test: str | None = None,
+        source_column: str = "source",
+        target_column: str = "target",
+        **settings: Any,
+    ) -> None:
+        from seq2seq.data.sources import FileSource
+
+        source = FileSource(train, val, test, source_lang, target_lang, source_column, target_column)
+        super().__init__(source, source_lang, target_lang, **settings)

@@ -242,7 +242,7 @@ class FileSource(PairSource):
 
     def __post_init__(self) -> None:
         if not self.train:
-            raise ConfigError(f"{KEY}.train is not set: give a .jsonl/.json/.csv/.tsv file or a text-file prefix")
+            raise ConfigError("data.train is not set: give a .jsonl/.json/.csv/.tsv file or a text-file prefix")
 
     def _paths(self) -> dict[str, str]:
         return {split: path for split, path in (("train", self.train), ("val", self.val), ("test", self.test)) if path}
@@ -269,12 +269,12 @@ class FileSource(PairSource):
         if source_path is None and target_path is None:
             raise DataError(
                 f"{split} data not found: {path} is neither a file nor the prefix of {path}.{self.source_lang} and "
-                f"{path}.{self.target_lang}: set {KEY}.{split} to a .jsonl/.json/.csv/.tsv file or a text-file prefix"
+                f"{path}.{self.target_lang}: set data.{split} to a .jsonl/.json/.csv/.tsv file or a text-file prefix"
             )
         found, lang = (source_path, self.target_lang) if target_path is None else (target_path, self.source_lang)
         raise DataError(
             f"{split} file not found: {path}.{lang} (or {path}.{lang}.gz) next to {found}: "
-            f"add it, or set {KEY}.{split} to another prefix"
+            f"add it, or set data.{split} to another prefix"
         )
 
     def load(self) -> DatasetDict:

@@ -1,0 +1,152 @@
+"""Bad input ends with one readable line, exit code 2, and leaves earlier runs alone."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+from conftest import run_cli, run_dirs
+
+FAST = ["trainer=cpu", "debug=fast", "logger=csv", "model.hidden_size=8", "model.embedding_dim=8"]
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.fixture
+def files(tmp_path):
+    """Helpers writing user data files into tmp_path."""
+
+    def write(name: str, text: str | bytes) -> str:
+        path = tmp_path / name
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        return str(path)
+
+    return write
+
+
+def test_misaligned_text_files_name_both_counts(files, tmp_path):
+    files("train.de", "a\nb\nc\n")
+    files("train.en", "x\ny\n")
+    result = run_cli(
+        "train",
+        "data=files",
+        f"data.train={tmp_path}/train",
+        "data.source_lang=de",
+        "data.target_lang=en",
+        *FAST,
+        log_dir=tmp_path / "logs",
+        check=False,
+    )
+    assert_one_line_error(result, "3", "2", "train.de", "train.en")
+
+
+def test_empty_split(files, tmp_path):
+    files("train.jsonl", '{"source": "a b", "target": "b a"}\n' * 5)
+    files("val.jsonl", "")
+    result = run_cli(
+        "train",
+        "data=files",
+        f"data.train={tmp_path}/train.jsonl",
+        f"data.val={tmp_path}/val.jsonl",
+        *FAST,
+        log_dir=tmp_path / "logs",
+        check=False,
+    )
+    assert_one_line_error(result, "val", "empty")
+
+
+def test_missing_file(tmp_path):
+    result = run_cli(
+        "train", "data=files", f"data.train={tmp_path}/nothing.jsonl", *FAST, log_dir=tmp_path / "logs", check=False
+    )
+    assert_one_line_error(result, "nothing.jsonl", "data.train")
+
+
+def test_missing_column(files, tmp_path):
+    files("train.csv", "question,answer\nhi,hello\n")
+    result = run_cli(
+        "train", "data=files", f"data.train={tmp_path}/train.csv", *FAST, log_dir=tmp_path / "logs", check=False
+    )
+    assert_one_line_error(result, "source", "question")
+
+
+def test_file_that_is_not_utf8(files, tmp_path):
+    files("train.de", b"gut\n" + "schön\n".encode("latin-1"))
+    files("train.en", "good\nnice\n")
+    result = run_cli(
+        "train",
+        "data=files",
+        f"data.train={tmp_path}/train",
+        "data.source_lang=de",
+        "data.target_lang=en",
+        *FAST,
+        log_dir=tmp_path / "logs",
+        check=False,
+    )
+    assert_one_line_error(result, "UTF-8", "train.de")
+
+
+def test_gzip_text_files_are_read(tmp_path):
+    for lang, lines in (("de", "ein hund\nzwei katzen\n"), ("en", "a dog\ntwo cats\n")):
+        with gzip.open(tmp_path / f"train.{lang}.gz", "wt") as file:
+            file.write(lines * 20)
+    run_cli(
+        "train",
+        "data=files",
+        f"data.train={tmp_path}/train",
+        "data.source_lang=de",
+        "data.target_lang=en",
+        "data.min_freq=1",
+        "test=false",
+        *FAST,
+        log_dir=tmp_path / "logs",
+    )
+    assert (run_dirs(tmp_path / "logs", "train")[0] / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "override,fragment",
+    [("model.cell=transformer", "unknown cell type 'transformer'"), ("data.tokenizer=sentencepiece", "tokenizer")],
+)
+def test_unknown_config_values(override, fragment, tmp_path):
+    result = run_cli("train", "experiment=reverse", override, *FAST, log_dir=tmp_path, check=False)
+    assert_one_line_error(result, fragment)
+
+
+@pytest.mark.parametrize("group", ["model", "teacher_forcing", "data"])
+def test_unknown_group_option_lists_the_choices(group, tmp_path):
+    result = run_cli("train", f"{group}=nonsense", log_dir=tmp_path, check=False)
+    assert result.returncode != 0
+    assert f"Could not find '{group}/nonsense'" in result.stderr
+    assert "Available options" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_checkpoint_path_that_does_not_exist(tmp_path):
+    result = run_cli("eval", f"ckpt_path={tmp_path}/missing.ckpt", log_dir=tmp_path, check=False)
+    assert_one_line_error(result, "missing.ckpt", "does not exist")
+
+
+def test_file_that_is_not_a_checkpoint(files, tmp_path):
+    bogus = files("bogus.ckpt", b"\x00not a checkpoint")
+    for script in ("eval", "train", "translate"):
+        result = run_cli(
+            script, f"ckpt_path={bogus}", *(FAST if script == "train" else []), log_dir=tmp_path, check=False
+        )
+        assert_one_line_error(result, "bogus.ckpt", "not a checkpoint of this project")
+
+
+def test_eval_data_of_another_language_pair_leaves_the_run_alone(reverse_run, tmp_path):
+    before = {p: p.stat().st_mtime_ns for p in reverse_run.rglob("*") if p.is_file()}
+    result = run_cli(
+        "eval", f"ckpt_path={reverse_run}/checkpoints/best.ckpt", "data=multi30k", log_dir=tmp_path, check=False
+    )
+    assert_one_line_error(result, "de→en", "tok→tok")
+    after = {p: p.stat().st_mtime_ns for p in reverse_run.rglob("*") if p.is_file()}
+    assert before == after
