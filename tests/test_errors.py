@@ -31,65 +31,49 @@ def files(tmp_path):
     return write
 
 
+def train_on_files(tmp_path, *overrides: str, check: bool = False):
+    """Run train.py with data=files on de/en files or tables in tmp_path."""
+    return run_cli(
+        "train",
+        "data=files",
+        "data.source_lang=de",
+        "data.target_lang=en",
+        *overrides,
+        *FAST,
+        log_dir=tmp_path / "logs",
+        check=check,
+    )
+
+
 def test_misaligned_text_files_name_both_counts(files, tmp_path):
     files("train.de", "a\nb\nc\n")
     files("train.en", "x\ny\n")
-    result = run_cli(
-        "train",
-        "data=files",
-        f"data.train={tmp_path}/train",
-        "data.source_lang=de",
-        "data.target_lang=en",
-        *FAST,
-        log_dir=tmp_path / "logs",
-        check=False,
-    )
+    result = train_on_files(tmp_path, f"data.train={tmp_path}/train")
     assert_one_line_error(result, "3", "2", "train.de", "train.en")
 
 
 def test_empty_split(files, tmp_path):
     files("train.jsonl", '{"source": "a b", "target": "b a"}\n' * 5)
     files("val.jsonl", "")
-    result = run_cli(
-        "train",
-        "data=files",
-        f"data.train={tmp_path}/train.jsonl",
-        f"data.val={tmp_path}/val.jsonl",
-        *FAST,
-        log_dir=tmp_path / "logs",
-        check=False,
-    )
+    result = train_on_files(tmp_path, f"data.train={tmp_path}/train.jsonl", f"data.val={tmp_path}/val.jsonl")
     assert_one_line_error(result, "val", "empty")
 
 
 def test_missing_file(tmp_path):
-    result = run_cli(
-        "train", "data=files", f"data.train={tmp_path}/nothing.jsonl", *FAST, log_dir=tmp_path / "logs", check=False
-    )
+    result = train_on_files(tmp_path, f"data.train={tmp_path}/nothing.jsonl")
     assert_one_line_error(result, "nothing.jsonl", "data.train")
 
 
 def test_missing_column(files, tmp_path):
     files("train.csv", "question,answer\nhi,hello\n")
-    result = run_cli(
-        "train", "data=files", f"data.train={tmp_path}/train.csv", *FAST, log_dir=tmp_path / "logs", check=False
-    )
+    result = train_on_files(tmp_path, f"data.train={tmp_path}/train.csv")
     assert_one_line_error(result, "source", "question")
 
 
 def test_file_that_is_not_utf8(files, tmp_path):
     files("train.de", b"gut\n" + "schön\n".encode("latin-1"))
     files("train.en", "good\nnice\n")
-    result = run_cli(
-        "train",
-        "data=files",
-        f"data.train={tmp_path}/train",
-        "data.source_lang=de",
-        "data.target_lang=en",
-        *FAST,
-        log_dir=tmp_path / "logs",
-        check=False,
-    )
+    result = train_on_files(tmp_path, f"data.train={tmp_path}/train")
     assert_one_line_error(result, "UTF-8", "train.de")
 
 
@@ -126,6 +110,11 @@ def test_unknown_group_option_lists_the_choices(group, tmp_path):
     assert result.returncode != 0
     assert f"Could not find '{group}/nonsense'" in result.stderr
     assert "Available options" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_required_value_not_given(tmp_path):
+    result = run_cli("train", "data=files", *FAST, log_dir=tmp_path, check=False)
+    assert_one_line_error(result, "data.train is not set")
 
 
 def test_checkpoint_path_that_does_not_exist(tmp_path):

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from seq2seq.data.tokenizers import PAD_ID, tokenizer_from_str
-from seq2seq.errors import CheckpointError, Seq2SeqError
+from seq2seq.errors import CheckpointError, ConfigError, Seq2SeqError
 from seq2seq.lit_module import CHECKPOINT_KEY, Seq2SeqModule
 
 log = logging.getLogger("seq2seq")
@@ -27,6 +28,8 @@ def _user_error(exception: BaseException) -> Seq2SeqError | None:
     while exception is not None and id(exception) not in seen:
         if isinstance(exception, Seq2SeqError):
             return exception
+        if isinstance(exception, MissingMandatoryValue):
+            return ConfigError(f"{exception.full_key} is not set: pass {exception.full_key}=VALUE")
         seen.add(id(exception))
         exception = exception.__cause__ or exception.__context__
     return None
