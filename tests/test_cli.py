@@ -96,3 +96,9 @@ def test_ctrl_c_leaves_a_usable_last_checkpoint(tmp_path):
     assert last.is_file()
     checkpoint = torch.load(last, weights_only=True)
     assert checkpoint["global_step"] > 0 and "seq2seq" in checkpoint
+
+
+def test_tensorboard_logger_writes_events(tmp_path):
+    run_cli("train", *TINY_REVERSE, "debug=fast", "logger=tensorboard", "test=false", log_dir=tmp_path)
+    (run_dir,) = run_dirs(tmp_path, "train")
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
