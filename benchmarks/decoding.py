@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
+from tokenizers import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-
-from omegaconf import OmegaConf  # noqa: E402
 
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, encode_batch, tokenizer_from_str  # noqa: E402
 from seq2seq.decoding import BeamSearch, GreedySearch  # noqa: E402
@@ -58,19 +58,23 @@ class Method:
     run: Callable[[], None]
 
 
-def load_model(path: str, device: torch.device) -> tuple[Seq2Seq, object]:
-    """The checkpoint's `Seq2Seq` (eval mode, on ``device``) and its source tokenizer, as `Translator` does."""
+def load_model(path: str, device: torch.device) -> tuple[Seq2Seq, Tokenizer, int]:
+    """The checkpoint's `Seq2Seq` (eval mode, on ``device``), source tokenizer and max source length.
+
+    As `Translator` does it.
+    """
     checkpoint = load_checkpoint(path)
     saved = checkpoint["seq2seq"]
     module = build_module(OmegaConf.create(saved["config"]), saved["tokenizers"], config=saved["config"])
     module.load_state_dict(checkpoint["state_dict"])
     module.to(device).eval()
-    return module.model, tokenizer_from_str(saved["tokenizers"]["source"])
+    max_source_length = int(saved["config"]["data"].get("max_length") or 0)
+    return module.model, tokenizer_from_str(saved["tokenizers"]["source"]), max_source_length
 
 
-def encode(tokenizer: object, lines: list[str], max_source_length: int = 64) -> list[list[int]]:
-    """Source ids of each line with ``<eos>`` appended (as `Translator.encode`)."""
-    return [ids[:max_source_length] + [EOS_ID] for ids in encode_batch(tokenizer, lines)]
+def encode(tokenizer: Tokenizer, lines: list[str], max_source_length: int) -> list[list[int]]:
+    """Source ids of each line, truncated to ``max_source_length`` (0 = no limit), with ``<eos>`` appended."""
+    return [ids[: max_source_length or None] + [EOS_ID] for ids in encode_batch(tokenizer, lines)]
 
 
 def make_batches(ids: list[list[int]], batch_size: int, device: torch.device) -> list[Batch]:
@@ -130,7 +134,9 @@ def textbook_beam_search(model: Seq2Seq, src_ids: list[int], beam_size: int = BE
 def check_agreement(model: Seq2Seq, ids: list[list[int]], device: torch.device) -> tuple[float, float, float]:
     """On these sentences: share of textbook best scores within 1e-3 of `BeamSearch`'s, of identical outputs,
     and the largest score difference."""
-    search = BeamSearch(beam_size=BEAM_SIZE, length_penalty=0.0, max_length=MAX_LENGTH, max_length_ratio=2.0)
+    search = BeamSearch(
+        beam_size=BEAM_SIZE, length_penalty=0.0, max_length=MAX_LENGTH, max_length_ratio=MAX_LENGTH_RATIO
+    )
     same_score = same_tokens = 0
     worst = 0.0
     for src_ids in ids:
@@ -182,9 +188,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model, tokenizer = load_model(args.ckpt, device)
+    model, tokenizer, max_source_length = load_model(args.ckpt, device)
     lines = [line.rstrip("\n") for line in VAL_SOURCE.read_text(encoding="utf-8").splitlines()]
-    ids = encode(tokenizer, lines[: args.sentences] if args.sentences else lines)
+    ids = encode(tokenizer, lines[: args.sentences] if args.sentences else lines, max_source_length)
     step = max(1, len(ids) // min(args.subset, len(ids)))
     subset = ids[::step][: args.subset]
 
@@ -193,9 +199,7 @@ def main() -> None:
             torch.cuda.synchronize()
 
     greedy = GreedySearch(max_length=MAX_LENGTH, max_length_ratio=MAX_LENGTH_RATIO)
-    beam = BeamSearch(
-        beam_size=BEAM_SIZE, length_penalty=0.0, max_length=MAX_LENGTH, max_length_ratio=MAX_LENGTH_RATIO
-    )
+    beam = BeamSearch(beam_size=BEAM_SIZE, length_penalty=0.0, max_length=MAX_LENGTH, max_length_ratio=MAX_LENGTH_RATIO)
 
     def batched(search: Callable, batches: list[Batch]) -> Callable[[], None]:
         return lambda: [search(model, src, lengths, SOS_ID, EOS_ID, PAD_ID) for src, lengths in batches]
@@ -206,9 +210,7 @@ def main() -> None:
             sentences = subset if size == 1 else ids
             methods.append(Method(name, size, len(sentences), batched(search, make_batches(sentences, size, device))))
     methods.append(
-        Method(
-            f"textbook beam {BEAM_SIZE}", 1, len(subset), lambda: [textbook_beam_search(model, x) for x in subset]
-        )
+        Method(f"textbook beam {BEAM_SIZE}", 1, len(subset), lambda: [textbook_beam_search(model, x) for x in subset])
     )
 
     command = shlex.join([Path(sys.executable).name, *sys.argv])
@@ -244,24 +246,32 @@ def main() -> None:
     rates = {i: methods[i].sentences / statistics.median(times[i]) for i in times}
     baseline = rates[len(methods) - 1]
     print(f"\nmedian of {args.repeats} interleaved rounds; speed-up is against the textbook beam search\n")
-    print(f"| {'method':<16} | {'batch':>5} | {'sentences':>9} | {'median s':>8} | {'sent/s':>8} | {'speed-up':>8} |")
-    print(f"|{'-' * 18}|{'-' * 7}:|{'-' * 10}:|{'-' * 9}:|{'-' * 9}:|{'-' * 9}:|")
+    print(
+        f"| {'method':<16} | {'batch':>5} | {'sentences':>9} | {'median s':>8} | {'min-max s':>11} "
+        f"| {'sent/s':>8} | {'speed-up':>8} |"
+    )
+    print(f"|{'-' * 18}|{'-' * 6}:|{'-' * 10}:|{'-' * 9}:|{'-' * 12}:|{'-' * 9}:|{'-' * 9}:|")
     for i, method in enumerate(methods):
         subset_mark = "*" if method.sentences == len(subset) and len(subset) < len(ids) else ""
         print(
             f"| {method.name:<16} | {method.batch_size:>5} | {str(method.sentences) + subset_mark:>9} | "
-            f"{statistics.median(times[i]):>8.2f} | {rates[i]:>8.1f} | {rates[i] / baseline:>7.1f}x |"
+            f"{statistics.median(times[i]):>8.2f} | {f'{min(times[i]):.2f}-{max(times[i]):.2f}':>11} "
+            f"| {rates[i]:>8.1f} | {rates[i] / baseline:>7.1f}x |"
         )
     if len(subset) < len(ids):
         print(f"* evenly spaced subset of {len(subset)} sentences; rates are per sentence, so they compare")
 
     largest = max(args.batch_sizes)
     greedy_rate = next(rates[i] for i, m in enumerate(methods) if m.name == "greedy" and m.batch_size == largest)
-    beam_rate = next(rates[i] for i, m in enumerate(methods) if m.name == f"beam {BEAM_SIZE}" and m.batch_size == largest)
+    beam_rate = next(
+        rates[i] for i, m in enumerate(methods) if m.name == f"beam {BEAM_SIZE}" and m.batch_size == largest
+    )
     speedup, cost = beam_rate / baseline, greedy_rate / beam_rate
     print(f"\ntargets ({args.device}, batch {largest}):")
-    print(f"  batched beam {BEAM_SIZE} / textbook beam {BEAM_SIZE}: {speedup:.1f}x (target >= 5x): "
-          f"{'met' if speedup >= 5 else 'NOT met'}")
+    print(
+        f"  batched beam {BEAM_SIZE} / textbook beam {BEAM_SIZE}: {speedup:.1f}x (target >= 5x): "
+        f"{'met' if speedup >= 5 else 'NOT met'}"
+    )
     print(f"  beam {BEAM_SIZE} time / greedy time: {cost:.2f}x (target <= 3x): {'met' if cost <= 3 else 'NOT met'}")
 
 
