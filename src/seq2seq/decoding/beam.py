@@ -78,7 +78,7 @@ class BeamSearch:
         """Return the n-best lists: tokens (B, nbest, L) and scores (B, nbest), best first."""
         batch, beam, device = src.size(0), self.beam_size, src.device
         limits = max_decode_lengths(src_lengths, self.max_length, self.max_length_ratio).to(device)
-        max_steps = int(limits.max())
+        max_steps, shortest_limit = int(limits.max()), int(limits.min())
         encoded = model.encode(src, src_lengths).index_select(
             torch.arange(batch, device=device).repeat_interleave(beam)
         )
@@ -103,11 +103,12 @@ class BeamSearch:
                     history[:, :, :t].reshape(batch * beam, t), self.no_repeat_ngram_size, vocab
                 )
                 log_probs = log_probs.masked_fill(banned, float("-inf"))
-            # At its length limit a sentence may only end.
-            at_limit = (limits <= t + 1).repeat_interleave(beam)[:, None]  # (B·K, 1)
-            only_eos = torch.full_like(log_probs, float("-inf"))
-            only_eos[:, eos_id] = log_probs[:, eos_id]
-            log_probs = torch.where(at_limit, only_eos, log_probs)
+            # At its length limit a sentence may only end (checked on the host: no sync, no pass when none is).
+            if t + 1 >= shortest_limit:
+                at_limit = (limits <= t + 1).repeat_interleave(beam)  # (B·K,)
+                eos_scores = log_probs[:, eos_id].clone()
+                log_probs = log_probs.masked_fill(at_limit[:, None], float("-inf"))
+                log_probs[:, eos_id] = eos_scores
 
             candidates = (beam_scores[:, :, None] + log_probs.view(batch, beam, vocab)).view(batch, -1)  # (B, K·V)
             cand_scores, cand_index = candidates.topk(min(2 * beam, beam * vocab), dim=-1)  # (B, 2K)
