@@ -27,18 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from tokenizers import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
+from seq2seq.data.batching import pad_sequences  # noqa: E402
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, encode_batch, tokenizer_from_str  # noqa: E402
 from seq2seq.decoding import BeamSearch, GreedySearch  # noqa: E402
 from seq2seq.decoding.greedy import max_decode_lengths  # noqa: E402
 from seq2seq.modules import Seq2Seq  # noqa: E402
-from seq2seq.utils.cli import build_module, load_checkpoint  # noqa: E402
+from seq2seq.utils.cli import load_trained, restore_module  # noqa: E402
 
 VAL_SOURCE = ROOT / "data" / "multi30k" / "val.de"
 BEAM_SIZE = 5
@@ -63,13 +63,10 @@ def load_model(path: str, device: torch.device) -> tuple[Seq2Seq, Tokenizer, int
 
     As `Translator` does it.
     """
-    checkpoint = load_checkpoint(path)
-    saved = checkpoint["seq2seq"]
-    module = build_module(OmegaConf.create(saved["config"]), saved["tokenizers"], config=saved["config"])
-    module.load_state_dict(checkpoint["state_dict"])
-    module.to(device).eval()
-    max_source_length = int(saved["config"]["data"].get("max_length") or 0)
-    return module.model, tokenizer_from_str(saved["tokenizers"]["source"]), max_source_length
+    checkpoint, trained = load_trained(path)
+    module = restore_module(checkpoint, trained).to(device).eval()
+    max_source_length = int(trained.data.get("max_length") or 0)
+    return module.model, tokenizer_from_str(checkpoint["seq2seq"]["tokenizers"]["source"]), max_source_length
 
 
 def encode(tokenizer: Tokenizer, lines: list[str], max_source_length: int) -> list[list[int]]:
@@ -83,10 +80,8 @@ def make_batches(ids: list[list[int]], batch_size: int, device: torch.device) ->
     batches = []
     for start in range(0, len(ordered), batch_size):
         chunk = ordered[start : start + batch_size]
-        src = torch.nn.utils.rnn.pad_sequence(
-            [torch.tensor(x) for x in chunk], batch_first=True, padding_value=PAD_ID
-        )  # (B, S)
-        batches.append((src.to(device), torch.tensor([len(x) for x in chunk], device=device)))
+        src, lengths = pad_sequences(chunk, PAD_ID)  # (B, S), (B,)
+        batches.append((src.to(device), lengths.to(device)))
     return batches
 
 

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.errors import ConfigError, DataError
-from seq2seq.utils.cli import build_module, load_checkpoint, plain, user_errors, write_metrics
+from seq2seq.utils.cli import load_trained, plain, restore_module, user_errors, write_metrics
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 log = logging.getLogger("seq2seq")
@@ -27,11 +27,7 @@ SPLITS = ("val", "test")
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Decode one split with the checkpoint; write metrics.json and predictions.tsv to the run dir."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    if cfg.get("decoding"):
-        instantiate(cfg.decoding)  # bad decoding parameters fail here, before any model is loaded
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    saved = checkpoint["seq2seq"]
-    trained = OmegaConf.create(saved["config"])
+    checkpoint, trained = load_trained(cfg.ckpt_path, cfg.get("decoding"))
 
     data = OmegaConf.to_container(cfg.data, resolve=True)
     split = data.pop("split", "test")
@@ -48,13 +44,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                 f"pass data.source_lang={trained_pair[0]} data.target_lang={trained_pair[1]}"
             )
         trained.data = data
-    if cfg.get("decoding"):
-        trained.decoding = cfg.decoding
 
-    datamodule = instantiate(trained.data, tokenizers=saved["tokenizers"])
+    datamodule = instantiate(trained.data, tokenizers=checkpoint["seq2seq"]["tokenizers"])
     datamodule.prepare_data()
-    module = build_module(trained, saved["tokenizers"], config=saved["config"])
-    module.load_state_dict(checkpoint["state_dict"])
+    module = restore_module(checkpoint, trained)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     run = trainer.validate if split == "val" else trainer.test
     metrics = dict(run(module, datamodule=datamodule)[0])

@@ -48,12 +48,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
             f"{cfg.ckpt_path} holds a model of another shape than model=…: resume with the checkpoint's model "
             "config (see .hydra/config.yaml in its run dir)"
         ) from None
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
+    best = (trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else "") or None
     log.info("evaluating %s", best or "the last weights")
     metrics: dict[str, float] = {}
-    metrics.update(trainer.validate(module, datamodule=datamodule, ckpt_path=best or None)[0])
+    metrics.update(trainer.validate(module, datamodule=datamodule, ckpt_path=best)[0])
     if cfg.get("test"):
-        metrics.update(trainer.test(module, datamodule=datamodule, ckpt_path=best or None)[0])
+        metrics.update(trainer.test(module, datamodule=datamodule, ckpt_path=best)[0])
     if trainer.is_global_zero:
         write_metrics(output_dir / "metrics.json", metrics)
         log.info("metrics written to %s", output_dir / "metrics.json")

@@ -13,12 +13,12 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from seq2seq.data.batching import pad_source
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, decode, encode_batch, tokenizer_from_str
 from seq2seq.decoding import BeamSearch
-from seq2seq.utils.cli import build_module, load_checkpoint, user_errors
+from seq2seq.utils.cli import load_trained, restore_module, user_errors
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 
@@ -27,27 +27,20 @@ class Translator:
     """A checkpoint's model, tokenizers and decoding, turning lines of text into hypotheses."""
 
     def __init__(self, cfg: DictConfig) -> None:
-        if cfg.get("decoding"):
-            instantiate(cfg.decoding)  # bad decoding parameters fail here, before any model is loaded
-        checkpoint = load_checkpoint(cfg.ckpt_path)
-        saved = checkpoint["seq2seq"]
-        trained = OmegaConf.create(saved["config"])
-        if cfg.get("decoding"):
-            trained.decoding = cfg.decoding
-        self.module = build_module(trained, saved["tokenizers"], config=saved["config"])
-        self.module.load_state_dict(checkpoint["state_dict"])
+        checkpoint, trained = load_trained(cfg.ckpt_path, cfg.get("decoding"))
+        self.module = restore_module(checkpoint, trained)
         device = cfg.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.module.to(self.device).eval()
-        self.source_tokenizer = tokenizer_from_str(saved["tokenizers"]["source"])
+        self.source_tokenizer = tokenizer_from_str(checkpoint["seq2seq"]["tokenizers"]["source"])
         self.max_source_length = int(trained.data.get("max_length") or 0)
         self.search = self.module.decoding
         self.nbest = getattr(self.search, "nbest", 1)
 
     def encode(self, lines: list[str]) -> list[list[int]]:
-        """Source ids (with ``<eos>``) of each line, truncated to the model's max source length."""
+        """Source ids of each line, truncated to the model's max source length (``<eos>`` is added by padding)."""
         encoded = []
         for number, ids in enumerate(encode_batch(self.source_tokenizer, lines)):
             if self.max_source_length and len(ids) > self.max_source_length:
@@ -56,7 +49,7 @@ class Translator:
                     file=sys.stderr,
                 )
                 ids = ids[: self.max_source_length]
-            encoded.append(ids + [EOS_ID])
+            encoded.append(ids)
         return encoded
 
     @torch.no_grad()
@@ -66,11 +59,8 @@ class Translator:
         todo = [i for i, line in enumerate(lines) if line.strip()]
         if not todo:
             return results
-        ids = self.encode([lines[i] for i in todo])
-        lengths = torch.tensor([len(x) for x in ids], device=self.device)
-        src = torch.nn.utils.rnn.pad_sequence(
-            [torch.tensor(x) for x in ids], batch_first=True, padding_value=PAD_ID
-        ).to(self.device)  # (B, S)
+        src, lengths = pad_source(self.encode([lines[i] for i in todo]))  # (B, S), (B,)
+        src, lengths = src.to(self.device), lengths.to(self.device)
         if isinstance(self.search, BeamSearch):
             found = self.search.search(self.module.model, src, lengths, SOS_ID, EOS_ID, PAD_ID)  # (B, N, L)
         else:

@@ -106,14 +106,14 @@ class BeamSearch:
             # At its length limit a sentence may only end (checked on the host: no sync, no pass when none is).
             if t + 1 >= shortest_limit:
                 at_limit = (limits <= t + 1).repeat_interleave(beam)  # (B·K,)
-                eos_scores = log_probs[:, eos_id].clone()
+                eos_scores = log_probs[:, eos_id]  # masked_fill below makes a new tensor
                 log_probs = log_probs.masked_fill(at_limit[:, None], float("-inf"))
                 log_probs[:, eos_id] = eos_scores
 
             candidates = (beam_scores[:, :, None] + log_probs.view(batch, beam, vocab)).view(batch, -1)  # (B, K·V)
             cand_scores, cand_index = candidates.topk(min(2 * beam, beam * vocab), dim=-1)  # (B, 2K)
             cand_beam, cand_token = cand_index // vocab, cand_index % vocab
-            cand_history = history.gather(1, cand_beam[:, :, None].expand(-1, -1, max_steps)).clone()
+            cand_history = history.gather(1, cand_beam[:, :, None].expand(-1, -1, max_steps))  # a new tensor
             cand_history[:, :, t] = cand_token  # (B, 2K, L)
 
             # Set aside the <eos> candidates among the top K, ranked with the length penalty.

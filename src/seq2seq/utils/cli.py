@@ -86,6 +86,25 @@ def build_module(cfg: DictConfig, tokenizers: dict[str, str], config: dict[str, 
     )
 
 
+def load_trained(ckpt_path: str | Path, decoding: DictConfig | None = None) -> tuple[dict[str, Any], DictConfig]:
+    """Read a checkpoint and its run config, with ``decoding`` (checked before the file is read) in place of its own."""
+    if decoding:
+        instantiate(decoding)  # bad decoding parameters fail here, before any model is loaded
+    checkpoint = load_checkpoint(ckpt_path)
+    trained = OmegaConf.create(checkpoint[CHECKPOINT_KEY]["config"])
+    if decoding:
+        trained.decoding = decoding
+    return checkpoint, trained
+
+
+def restore_module(checkpoint: dict[str, Any], trained: DictConfig) -> Seq2SeqModule:
+    """Rebuild the LightningModule of ``checkpoint`` from the run config ``trained`` and load its weights."""
+    saved = checkpoint[CHECKPOINT_KEY]
+    module = build_module(trained, saved["tokenizers"], config=saved["config"])
+    module.load_state_dict(checkpoint["state_dict"])
+    return module
+
+
 def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate every ``_target_`` entry of a config group such as ``callbacks`` or ``logger``."""
     if not group:
