@@ -103,7 +103,7 @@ def textbook_beam_search(model: Seq2Seq, src_ids: list[int], beam_size: int = BE
     for t in range(limit):
         candidates = []
         for score, tokens, state in beams:
-            logits, new_state = model.decode_step(torch.tensor([tokens[-1]], device=device), state, encoded)
+            logits, new_state, _ = model.decode_step(torch.tensor([tokens[-1]], device=device), state, encoded)
             log_probs = logits[0].float().log_softmax(-1)  # (V,)
             if t + 1 >= limit:  # at the length limit a hypothesis may only end
                 candidates.append((score + float(log_probs[EOS_ID]), tokens + [EOS_ID], new_state))

@@ -18,6 +18,8 @@ from omegaconf import DictConfig
 from seq2seq.data.batching import pad_source
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, decode, encode_batch, tokenizer_from_str
 from seq2seq.decoding import BeamSearch
+from seq2seq.errors import ConfigError
+from seq2seq.plotting import attention_figure, save_figure
 from seq2seq.utils.cli import load_trained, restore_module, user_errors
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
@@ -38,6 +40,12 @@ class Translator:
         self.max_source_length = int(trained.data.get("max_length") or 0)
         self.search = self.module.decoding
         self.nbest = getattr(self.search, "nbest", 1)
+        self.plot_dir = Path(cfg.plot_attention) if cfg.get("plot_attention") else None
+        if self.plot_dir and not self.module.model.has_attention:
+            raise ConfigError(
+                f"plot_attention: {cfg.ckpt_path} was trained with attention=none, so there is no attention to plot"
+            )
+        self.lines_read = 0
 
     def encode(self, lines: list[str]) -> list[list[int]]:
         """Source ids of each line, truncated to the model's max source length (``<eos>`` is added by padding)."""
@@ -57,6 +65,7 @@ class Translator:
         """The n-best (score, hypothesis) list of each line; an empty line gets empty hypotheses."""
         results: list[list[tuple[float, str]]] = [[(0.0, "")] * self.nbest for _ in lines]
         todo = [i for i, line in enumerate(lines) if line.strip()]
+        first_line, self.lines_read = self.lines_read + 1, self.lines_read + len(lines)
         if not todo:
             return results
         src, lengths = pad_source(self.encode([lines[i] for i in todo]))  # (B, S), (B,)
@@ -66,7 +75,15 @@ class Translator:
         else:
             found = self.search(self.module.model, src, lengths, SOS_ID, EOS_ID, PAD_ID)
             found.tokens, found.scores = found.tokens[:, None], found.scores[:, None]
+            found.attention = None if found.attention is None else found.attention[:, None]  # (B, 1, L, S)
         tokenizer = self.module.target_tokenizer
+        if self.plot_dir:
+            for row, i in enumerate(todo):
+                figure = attention_figure(
+                    found.attention[row, 0], src[row].tolist(), found.tokens[row, 0].tolist(),
+                    self.source_tokenizer, tokenizer, EOS_ID,
+                )  # fmt: skip
+                save_figure(figure, self.plot_dir / f"line{first_line + i:05d}.png")
         for row, i in enumerate(todo):
             results[i] = [
                 (float(score), decode(tokenizer, tokens))

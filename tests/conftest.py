@@ -47,6 +47,12 @@ def run_cli(
     return result
 
 
+def translate(ckpt, text: str, *overrides: str) -> subprocess.CompletedProcess:
+    """Pipe ``text`` into ``python src/translate.py ckpt_path=ckpt overrides…``."""
+    cmd = [sys.executable, str(ROOT / "src" / "translate.py"), f"ckpt_path={ckpt}", *overrides]
+    return subprocess.run(cmd, cwd=ROOT, input=text, capture_output=True, text=True, timeout=300)
+
+
 def run_dirs(log_dir: Path, task: str) -> list[Path]:
     """The run dirs made under ``log_dir`` for ``task`` (train or eval), oldest first."""
     return sorted((log_dir / task / "runs").glob("*"))

@@ -92,7 +92,7 @@ def test_bridge_maps_depth_and_size(cell, enc_layers, dec_layers, hidden, dec_hi
         decoder_num_layers=dec_layers,
     )
     src, src_lengths, tgt_in = make_batch()
-    state = model.encode(src, src_lengths).state
+    state = model.encode(src, src_lengths).state.rnn
     for part in state if cell == "lstm" else (state,):
         assert part.shape == (dec_layers, 4, dec_hidden)
     assert model(src, src_lengths, tgt_in).shape == (4, 5, V_TGT)

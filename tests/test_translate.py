@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from conftest import ROOT
-
-
-def translate(ckpt, text: str, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "src" / "translate.py"), f"ckpt_path={ckpt}", *overrides]
-    return subprocess.run(cmd, cwd=ROOT, input=text, capture_output=True, text=True, timeout=300)
+from conftest import translate
 
 
 def test_translate_reverses_and_keeps_line_structure(reverse_run):

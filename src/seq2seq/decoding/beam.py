@@ -7,7 +7,6 @@ import torch
 from seq2seq.decoding.greedy import Hypotheses, max_decode_lengths
 from seq2seq.errors import ConfigError
 from seq2seq.modules import Seq2Seq
-from seq2seq.modules.rnn import map_state
 
 
 def length_penalty(length: torch.Tensor | float, alpha: float) -> torch.Tensor | float:
@@ -75,7 +74,8 @@ class BeamSearch:
     def search(
         self, model: Seq2Seq, src: torch.Tensor, src_lengths: torch.Tensor, sos_id: int, eos_id: int, pad_id: int
     ) -> Hypotheses:
-        """Return the n-best lists: tokens (B, nbest, L) and scores (B, nbest), best first."""
+        """Return the n-best lists: tokens (B, nbest, L), scores (B, nbest), best first, and for an attentional
+        model the attention weights (B, nbest, L, S)."""
         batch, beam, device = src.size(0), self.beam_size, src.device
         limits = max_decode_lengths(src_lengths, self.max_length, self.max_length_ratio).to(device)
         max_steps, shortest_limit = int(limits.max()), int(limits.min())
@@ -90,10 +90,15 @@ class BeamSearch:
         beam_scores[:, 0] = 0.0
         finished_tokens = torch.full((batch, self.nbest, max_steps), pad_id, dtype=torch.long, device=device)
         finished_scores = torch.full((batch, self.nbest), float("-inf"), device=device)
+        # Attention weights travel with the tokens: (B, K, L, S) live, (B, nbest, L, S) finished.
+        with_attention = model.has_attention
+        if with_attention:
+            attention = encoded.memory.new_zeros(batch, beam, max_steps, src.size(1))
+            finished_attention = encoded.memory.new_zeros(batch, self.nbest, max_steps, src.size(1))
         batch_index = torch.arange(batch, device=device)[:, None]
 
         for t in range(max_steps):
-            logits, state = model.decode_step(tokens, state, encoded)  # (B·K, V)
+            logits, state, weights = model.decode_step(tokens, state, encoded)  # (B·K, V), …, (B·K, S)
             log_probs = logits.float().log_softmax(-1)
             vocab = log_probs.size(-1)
             if t + 1 < self.min_length:
@@ -115,6 +120,9 @@ class BeamSearch:
             cand_beam, cand_token = cand_index // vocab, cand_index % vocab
             cand_history = history.gather(1, cand_beam[:, :, None].expand(-1, -1, max_steps))  # a new tensor
             cand_history[:, :, t] = cand_token  # (B, 2K, L)
+            if with_attention:
+                cand_attention = attention[batch_index, cand_beam]  # (B, 2K, L, S)
+                cand_attention[:, :, t] = weights.view(batch, beam, -1)[batch_index, cand_beam]
 
             # Set aside the <eos> candidates among the top K, ranked with the length penalty.
             is_eos = (cand_token == eos_id) & torch.isfinite(cand_scores)
@@ -125,15 +133,19 @@ class BeamSearch:
             pool_tokens = torch.cat([finished_tokens, cand_history], dim=1)
             finished_scores, keep = pool_scores.topk(self.nbest, dim=1)
             finished_tokens = pool_tokens[batch_index, keep]
+            if with_attention:
+                finished_attention = torch.cat([finished_attention, cand_attention], dim=1)[batch_index, keep]
 
             # The K best candidates that did not end continue.
             live_scores = cand_scores.masked_fill(is_eos, float("-inf"))
             beam_scores, live = live_scores.topk(beam, dim=1)  # (B, K)
             source_beam = cand_beam.gather(1, live)
             history = cand_history[batch_index, live]
+            if with_attention:
+                attention = cand_attention[batch_index, live]
             tokens = cand_token.gather(1, live).view(-1)
             reorder = (source_beam + batch_index * beam).view(-1)  # (B·K,)
-            state = map_state(state, lambda s, order=reorder: s.index_select(1, order))
+            state = state.index_select(reorder)
 
             # Done: nbest finished, and no live hypothesis can still beat the worst of them.
             best_live = (
@@ -142,11 +154,17 @@ class BeamSearch:
             done = finished_scores[:, -1] >= best_live
             if bool(done.all()):
                 break
-        return Hypotheses(finished_tokens[:, :, : t + 1], finished_scores)
+        return Hypotheses(
+            finished_tokens[:, :, : t + 1],
+            finished_scores,
+            finished_attention[:, :, : t + 1] if with_attention else None,
+        )
 
     def __call__(
         self, model: Seq2Seq, src: torch.Tensor, src_lengths: torch.Tensor, sos_id: int, eos_id: int, pad_id: int
     ) -> Hypotheses:
-        """Return each sentence's best hypothesis: tokens (B, L) and scores (B,)."""
+        """Return each sentence's best hypothesis: tokens (B, L), scores (B,) and attention (B, L, S) or None."""
         nbest = self.search(model, src, src_lengths, sos_id, eos_id, pad_id)
-        return Hypotheses(nbest.tokens[:, 0], nbest.scores[:, 0])
+        return Hypotheses(
+            nbest.tokens[:, 0], nbest.scores[:, 0], None if nbest.attention is None else nbest.attention[:, 0]
+        )

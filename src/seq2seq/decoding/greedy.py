@@ -12,10 +12,12 @@ from seq2seq.modules import Seq2Seq
 
 @dataclass
 class Hypotheses:
-    """Decoded token ids (B, L), padded after ``<eos>``, and their summed log-probabilities (B,)."""
+    """Decoded token ids (B, L), padded after ``<eos>``, their summed log-probabilities (B,) and, for an
+    attentional model, the attention weights over the source of each output token (B, L, S)."""
 
     tokens: torch.Tensor
     scores: torch.Tensor
+    attention: torch.Tensor | None = None
 
 
 def max_decode_lengths(src_lengths: torch.Tensor, max_length: int, max_length_ratio: float | None) -> torch.Tensor:
@@ -55,9 +57,10 @@ class GreedySearch:
         tokens = torch.full((batch,), sos_id, dtype=torch.long, device=src.device)
         finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
         scores = torch.zeros(batch, device=src.device)
-        state, steps = encoded.state, []
+        state, steps, weights = encoded.state, [], []
         for t in range(int(limits.max())):
-            logits, state = model.decode_step(tokens, state, encoded)  # (B, V)
+            logits, state, attention = model.decode_step(tokens, state, encoded)  # (B, V), …, (B, S) or None
+            weights.append(attention)
             log_probs = logits.float().log_softmax(-1)
             best = self.choose(log_probs)  # (B,)
             # A sentence at its length limit is forced to end.
@@ -68,4 +71,5 @@ class GreedySearch:
             finished |= tokens == eos_id
             if bool(finished.all()):
                 break
-        return Hypotheses(torch.stack(steps, dim=1), scores)  # (B, L), (B,)
+        attention = torch.stack(weights, dim=1) if model.has_attention else None  # (B, L, S)
+        return Hypotheses(torch.stack(steps, dim=1), scores, attention)  # (B, L), (B,)

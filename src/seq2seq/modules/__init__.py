@@ -1,5 +1,6 @@
-"""Model building blocks: encoder, context (bridge), decoder and the whole seq2seq model."""
+"""The encoder → context → decoder model and its parts."""
 
-from seq2seq.modules.seq2seq import Encoded, Seq2Seq
+from seq2seq.modules.seq2seq import Seq2Seq
+from seq2seq.modules.state import DecoderState, Encoded
 
-__all__ = ["Encoded", "Seq2Seq"]
+__all__ = ["DecoderState", "Encoded", "Seq2Seq"]

@@ -1,18 +1,28 @@
-"""Recurrent decoder: embeddings → multi-layer RNN → vocabulary logits."""
+"""Decoders: the plain context-vector decoder and the Bahdanau and Luong attentional decoders.
+
+Each maps the previous target tokens ``inputs`` (B, T) and a `DecoderState` to logits (B, T, V), the new
+state and the attention weights (B, T, S) (``None`` without attention). The same call serves a whole
+teacher-forced sequence (T steps) and one decoding step (T = 1), so training and decoding compute the same
+function.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from seq2seq.modules.rnn import State, make_rnn
+from seq2seq.errors import ConfigError
+from seq2seq.modules.attention import Attention
+from seq2seq.modules.rnn import make_rnn
+from seq2seq.modules.state import DecoderState, Encoded
+
+ATTENTIONS = ("none", "bahdanau", "luong")
+
+DecoderOutput = tuple[torch.Tensor, DecoderState, torch.Tensor | None]
 
 
 class RecurrentDecoder(nn.Module):
-    """Predict the next target token from the previous one and the recurrent state.
-
-    The same fused RNN serves a whole teacher-forced sequence (T steps in one call) and a single
-    decoding step (T = 1), so both paths compute the same function.
+    """Embeddings → multi-layer RNN → vocabulary logits; the source reaches it only through the initial state.
 
     Args:
         vocab_size: target vocabulary size.
@@ -36,20 +46,161 @@ class RecurrentDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.hidden_size = hidden_size
-        self.num_layers = num_layers
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
         self.rnn = make_rnn(cell, embedding_dim, hidden_size, num_layers, dropout)
         self.output = nn.Linear(hidden_size, vocab_size)
 
-    def forward(
-        self, inputs: torch.Tensor, state: State, memory: torch.Tensor, src_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, State]:
-        """Run ``inputs`` (B, T) from ``state``; return logits (B, T, V) and the new state.
+    @property
+    def fused(self) -> bool:
+        """Whether a teacher-forced sequence runs as one RNN call over all steps."""
+        return True
 
-        ``memory`` (B, S, H_enc) and ``src_mask`` (B, S) are the encoder outputs and their
-        non-padding mask: the plain context decoder ignores them, an attentional one reads them.
-        """
+    def prepare(self, memory: torch.Tensor) -> torch.Tensor | None:
+        """Attention keys computed once per source (B, S, A); none here."""
+        return None
+
+    def forward(self, inputs: torch.Tensor, state: DecoderState, encoded: Encoded) -> DecoderOutput:
         embedded = self.dropout(self.embedding(inputs))  # (B, T, E)
-        outputs, state = self.rnn(embedded, state)  # (B, T, H)
-        return self.output(self.dropout(outputs)), state  # (B, T, V)
+        outputs, rnn_state = self.rnn(embedded, state.rnn)  # (B, T, H)
+        return self.output(self.dropout(outputs)), DecoderState(rnn_state), None  # (B, T, V)
+
+
+class BahdanauDecoder(RecurrentDecoder):
+    """Bahdanau et al. (2015): additive attention, queried with the previous state, feeds the RNN input.
+
+    At step t: ``c_t = attend(s_{t-1}, memory)``, ``s_t = RNN([e(y_{t-1}); c_t], s_{t-1})`` and
+    ``logits = W [s_t; c_t; e(y_{t-1})]``. The query depends on the previous step, so the RNN steps one
+    token at a time; the output layer still runs once over all steps.
+
+    Args (beyond `RecurrentDecoder`'s):
+        memory_size: encoder output size (hidden size × directions).
+        attention_size: hidden size of the additive score; ``None`` = ``hidden_size``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        hidden_size: int,
+        num_layers: int,
+        cell: str,
+        dropout: float,
+        pad_id: int,
+        memory_size: int,
+        attention_size: int | None = None,
+    ) -> None:
+        super().__init__(vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, pad_id)
+        self.attention = Attention("additive", hidden_size, memory_size, attention_size)
+        self.rnn = make_rnn(cell, embedding_dim + memory_size, hidden_size, num_layers, dropout)
+        self.output = nn.Linear(hidden_size + memory_size + embedding_dim, vocab_size)
+
+    @property
+    def fused(self) -> bool:
+        return False
+
+    def prepare(self, memory: torch.Tensor) -> torch.Tensor:
+        return self.attention.prepare(memory)
+
+    def forward(self, inputs: torch.Tensor, state: DecoderState, encoded: Encoded) -> DecoderOutput:
+        embedded = self.dropout(self.embedding(inputs))  # (B, T, E)
+        outputs, contexts, weights = [], [], []
+        for t in range(inputs.size(1)):
+            query = state.top_hidden()[:, None]  # (B, 1, H)
+            context, weight = self.attention(query, encoded.keys, encoded.memory, encoded.src_mask)  # (B, 1, M)
+            output, rnn_state = self.rnn(torch.cat([embedded[:, t : t + 1], context], dim=-1), state.rnn)
+            state = DecoderState(rnn_state)
+            outputs.append(output)
+            contexts.append(context)
+            weights.append(weight)
+        features = torch.cat([torch.cat(outputs, 1), torch.cat(contexts, 1), embedded], dim=-1)  # (B, T, H+M+E)
+        return self.output(self.dropout(features)), state, torch.cat(weights, 1)  # (B, T, V), …, (B, T, S)
+
+
+class LuongDecoder(RecurrentDecoder):
+    """Luong et al. (2015): attention queried with the new RNN output, an attentional vector feeds the output.
+
+    At step t: ``h_t = RNN(x_t, h_{t-1})``, ``c_t = attend(h_t, memory)``, ``h̃_t = tanh(W_c [c_t; h_t])``,
+    ``logits = W_s h̃_t``. With input feeding ``x_t = [e(y_{t-1}); h̃_{t-1}]`` and the RNN steps token by
+    token; without it ``x_t = e(y_{t-1})``, the RNN runs fused over all steps and the attention of all steps
+    is one batched matrix product.
+
+    Args (beyond `RecurrentDecoder`'s):
+        memory_size: encoder output size (hidden size × directions).
+        score: ``dot``, ``general`` or ``concat``.
+        input_feeding: feed h̃_{t-1} into the next step's RNN input.
+        attention_size: hidden size of the concat score; ``None`` = ``hidden_size``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        hidden_size: int,
+        num_layers: int,
+        cell: str,
+        dropout: float,
+        pad_id: int,
+        memory_size: int,
+        score: str = "general",
+        input_feeding: bool = True,
+        attention_size: int | None = None,
+    ) -> None:
+        super().__init__(vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, pad_id)
+        if score not in ("dot", "general", "concat"):
+            raise ConfigError(f"unknown attention.score {score!r}: use dot, general or concat")
+        self.input_feeding = input_feeding
+        self.attention = Attention(score, hidden_size, memory_size, attention_size)
+        rnn_input = embedding_dim + (hidden_size if input_feeding else 0)
+        self.rnn = make_rnn(cell, rnn_input, hidden_size, num_layers, dropout)
+        self.combine = nn.Linear(memory_size + hidden_size, hidden_size, bias=False)
+
+    @property
+    def fused(self) -> bool:
+        return not self.input_feeding
+
+    def prepare(self, memory: torch.Tensor) -> torch.Tensor:
+        return self.attention.prepare(memory)
+
+    def _attend(self, outputs: torch.Tensor, encoded: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attentional vectors h̃ (B, T, H) and weights (B, T, S) for RNN outputs (B, T, H)."""
+        context, weights = self.attention(outputs, encoded.keys, encoded.memory, encoded.src_mask)  # (B, T, M)
+        return torch.tanh(self.combine(torch.cat([context, outputs], dim=-1))), weights
+
+    def forward(self, inputs: torch.Tensor, state: DecoderState, encoded: Encoded) -> DecoderOutput:
+        embedded = self.dropout(self.embedding(inputs))  # (B, T, E)
+        if not self.input_feeding:
+            outputs, rnn_state = self.rnn(embedded, state.rnn)  # (B, T, H): all steps in one call
+            attentional, weights = self._attend(outputs, encoded)
+            return self.output(self.dropout(attentional)), DecoderState(rnn_state), weights
+        feed = state.feed if state.feed is not None else embedded.new_zeros(inputs.size(0), self.hidden_size)
+        rnn_state, attentionals, weights = state.rnn, [], []
+        for t in range(inputs.size(1)):
+            rnn_input = torch.cat([embedded[:, t], feed], dim=-1)[:, None]  # (B, 1, E + H)
+            output, rnn_state = self.rnn(rnn_input, rnn_state)  # (B, 1, H)
+            attentional, weight = self._attend(output, encoded)
+            feed = attentional[:, 0]
+            attentionals.append(attentional)
+            weights.append(weight)
+        logits = self.output(self.dropout(torch.cat(attentionals, 1)))  # (B, T, V)
+        return logits, DecoderState(rnn_state, feed), torch.cat(weights, 1)
+
+
+def make_decoder(attention: dict | None, memory_size: int, **common) -> RecurrentDecoder:
+    """The decoder for an ``attention`` config node (``kind``: none, bahdanau or luong, plus its options)."""
+    options = dict(attention or {})
+    kind = options.pop("kind", "none")
+    if kind not in ATTENTIONS:
+        raise ConfigError(f"unknown attention {kind!r}: use attention=none, attention=bahdanau or attention=luong")
+    size = options.pop("size", None)
+    allowed = {"none": set(), "bahdanau": set(), "luong": {"score", "input_feeding"}}[kind]
+    if unknown := set(options) - allowed:
+        raise ConfigError(
+            f"attention={kind} has no option {', '.join(sorted(unknown))}: "
+            f"its options are {', '.join(sorted(allowed | {'size'})) if kind != 'none' else 'none'}"
+        )
+    if kind == "bahdanau":
+        return BahdanauDecoder(**common, memory_size=memory_size, attention_size=size)
+    if kind == "luong":
+        return LuongDecoder(**common, memory_size=memory_size, attention_size=size, **options)
+    return RecurrentDecoder(**common)

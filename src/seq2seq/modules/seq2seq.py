@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from seq2seq.errors import ConfigError
 from seq2seq.modules.context import Bridge
-from seq2seq.modules.decoder import RecurrentDecoder
+from seq2seq.modules.decoder import make_decoder
 from seq2seq.modules.encoder import RecurrentEncoder
-from seq2seq.modules.rnn import CELLS, State, map_state
+from seq2seq.modules.rnn import CELLS
+from seq2seq.modules.state import DecoderState, Encoded
 
-
-@dataclass
-class Encoded:
-    """What the decoder needs from the source: encoder outputs, their mask and the initial state."""
-
-    memory: torch.Tensor  # (B, S, H_enc·dirs)
-    src_mask: torch.Tensor  # (B, S), True at real tokens
-    state: State  # (L_dec, B, H_dec), or (h, c)
-
-    def index_select(self, index: torch.Tensor) -> Encoded:
-        """Reorder or repeat sentences along the batch dimension (for beam search)."""
-        return Encoded(
-            self.memory.index_select(0, index),
-            self.src_mask.index_select(0, index),
-            map_state(self.state, lambda s: s.index_select(1, index)),
-        )
+TF_MODES = ("exact", "parallel")
 
 
 class Seq2Seq(nn.Module):
@@ -46,6 +32,8 @@ class Seq2Seq(nn.Module):
         decoder_hidden_size: decoder hidden size; ``None`` = hidden_size × directions.
         decoder_num_layers: decoder depth; ``None`` = num_layers.
         bridge: how the context becomes the decoder state: ``linear``, ``copy`` or ``zeros``.
+        attention: the ``attention`` config node: ``{kind: none|bahdanau|luong, size, score, input_feeding}``;
+            ``None`` = no attention.
         pad_id: padding token id.
     """
 
@@ -62,6 +50,7 @@ class Seq2Seq(nn.Module):
         decoder_hidden_size: int | None = None,
         decoder_num_layers: int | None = None,
         bridge: str = "linear",
+        attention: Mapping | None = None,
         pad_id: int = 0,
     ) -> None:
         super().__init__()
@@ -75,19 +64,42 @@ class Seq2Seq(nn.Module):
             src_vocab_size, embedding_dim, hidden_size, num_layers, cell, bidirectional, dropout, pad_id
         )
         self.bridge = Bridge(bridge, cell, hidden_size, num_layers, directions, decoder_hidden_size, decoder_num_layers)
-        self.decoder = RecurrentDecoder(
-            tgt_vocab_size, embedding_dim, decoder_hidden_size, decoder_num_layers, cell, dropout, pad_id
+        self.decoder = make_decoder(
+            attention,
+            memory_size=self.encoder.output_size,
+            vocab_size=tgt_vocab_size,
+            embedding_dim=embedding_dim,
+            hidden_size=decoder_hidden_size,
+            num_layers=decoder_num_layers,
+            cell=cell,
+            dropout=dropout,
+            pad_id=pad_id,
         )
 
-    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> Encoded:
-        """Encode ``src`` (B, S) and bridge the final state into the decoder's initial state."""
-        memory, final_state = self.encoder(src, src_lengths)
-        return Encoded(memory, src != self.pad_id, self.bridge(final_state))
+    @property
+    def has_attention(self) -> bool:
+        """Whether the decoder attends over the encoder outputs (and decoding can return the weights)."""
+        return hasattr(self.decoder, "attention")
 
-    def decode_step(self, tokens: torch.Tensor, state: State, encoded: Encoded) -> tuple[torch.Tensor, State]:
-        """One decoding step: ``tokens`` (B,) → logits (B, V) and the new state."""
-        logits, state = self.decoder(tokens.unsqueeze(1), state, encoded.memory, encoded.src_mask)
-        return logits.squeeze(1), state
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> Encoded:
+        """Encode ``src`` (B, S); bridge the final state into the decoder's initial state; prepare attention."""
+        memory, final_state = self.encoder(src, src_lengths)
+        return Encoded(memory, src != self.pad_id, DecoderState(self.bridge(final_state)), self.decoder.prepare(memory))
+
+    def decode_step(
+        self, tokens: torch.Tensor, state: DecoderState, encoded: Encoded
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """One decoding step: ``tokens`` (B,) → logits (B, V), the new state, attention weights (B, S) or None."""
+        logits, state, weights = self.decoder(tokens[:, None], state, encoded)
+        return logits[:, 0], state, None if weights is None else weights[:, 0]
+
+    def teacher_forced(
+        self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, V) and attention weights (B, T, S) (or None) with the gold inputs ``tgt_in`` (B, T)."""
+        encoded = self.encode(src, src_lengths)
+        logits, _, weights = self.decoder(tgt_in, encoded.state, encoded)
+        return logits, weights
 
     def forward(
         self,
@@ -95,21 +107,35 @@ class Seq2Seq(nn.Module):
         src_lengths: torch.Tensor,
         tgt_in: torch.Tensor,
         tf_ratio: float = 1.0,
+        tf_mode: str = "exact",
     ) -> torch.Tensor:
         """Return logits (B, T, V) for the target inputs ``tgt_in`` (B, T) = ``<sos> y1 … y_{T-1}``.
 
-        At ``tf_ratio >= 1`` the decoder runs fused over all T steps. Below 1 it steps: the input
-        at step t is the gold token with probability ``tf_ratio``, drawn per example and per step
-        from torch's (seeded) generator, otherwise the model's own argmax at step t - 1.
+        At ``tf_ratio >= 1`` the decoder sees the gold inputs (one fused RNN call over all T steps where the
+        decoder allows it). Below 1 the input at step t is the gold token with probability ``tf_ratio``, drawn
+        per example and per step from torch's (seeded) generator, otherwise the model's own argmax at step t - 1:
+
+        * ``tf_mode="exact"`` steps through time, so the argmax is the one of the sequence being decoded;
+        * ``tf_mode="parallel"`` approximates it in two fused passes (Mihaylova & Martins, 2019): a teacher-forced
+          pass without gradients predicts every step's argmax, the gold and predicted tokens are mixed by the
+          ratio, and a second teacher-forced pass on the mixed inputs is trained.
         """
-        encoded = self.encode(src, src_lengths)
+        if tf_mode not in TF_MODES:
+            raise ConfigError(f"unknown teacher_forcing.mode {tf_mode!r}: use exact or parallel")
         if tf_ratio >= 1.0:
-            logits, _ = self.decoder(tgt_in, encoded.state, encoded.memory, encoded.src_mask)
-            return logits  # (B, T, V)
+            return self.teacher_forced(src, src_lengths, tgt_in)[0]
+        encoded = self.encode(src, src_lengths)
         use_gold = torch.rand(tgt_in.shape, device=tgt_in.device) < tf_ratio  # (B, T)
+        use_gold[:, 0] = True  # <sos>
+        if tf_mode == "parallel":
+            with torch.no_grad():
+                first_pass, _, _ = self.decoder(tgt_in, encoded.state, encoded)  # (B, T, V)
+            predicted = torch.cat([tgt_in[:, :1], first_pass[:, :-1].argmax(-1)], dim=1)  # (B, T): step t-1's argmax
+            logits, _, _ = self.decoder(torch.where(use_gold, tgt_in, predicted), encoded.state, encoded)
+            return logits
         state, inputs, steps = encoded.state, tgt_in[:, 0], []
         for t in range(tgt_in.size(1)):
-            logits_t, state = self.decode_step(inputs, state, encoded)  # (B, V)
+            logits_t, state, _ = self.decode_step(inputs, state, encoded)  # (B, V)
             steps.append(logits_t)
             if t + 1 < tgt_in.size(1):
                 inputs = torch.where(use_gold[:, t + 1], tgt_in[:, t + 1], logits_t.argmax(-1))
