@@ -64,6 +64,7 @@ SRC_VOCAB, TGT_VOCAB = 8000, 6000  # about Multi30k's de/en word vocabularies (m
 FIRST_WORD_ID = 4  # the ids below are <pad> <unk> <sos> <eos>
 CLIP_NORM = 1.0  # conf/trainer's gradient_clip_val
 LR = 1e-3  # conf/train.yaml's Adam
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -224,11 +225,10 @@ def build_ours(
     tgt_vocab: int = TGT_VOCAB,
     dropout: float = 0.2,
     seed: int = 0,
+    device: torch.device = CPU,
 ) -> Trainee:
-    """Our `Seq2Seq` for this configuration (``attention``: ``none`` or a kind such as ``bahdanau``) and variant.
-
-    Seeded, so every variant starts from the same weights.
-    """
+    """Our `Seq2Seq` for this configuration (``attention``: ``none`` or a kind such as ``bahdanau``) and variant,
+    on ``device``; seeded, so every variant starts from the same weights."""
     torch.manual_seed(seed)
     extra: dict[str, Any] = {} if attention == "none" else {"attention": {"kind": attention}}
     model: nn.Module = Seq2Seq(
@@ -242,7 +242,7 @@ def build_ours(
         dropout=dropout,
         pad_id=PAD_ID,
         **extra,
-    )
+    ).to(device)
     if variant.compile:
         model = torch.compile(model, dynamic=True)
     kwargs = {"tf_mode": variant.tf_mode} if variant.tf_mode != "exact" else {}
@@ -258,8 +258,9 @@ def build_textbook(
     tgt_vocab: int = TGT_VOCAB,
     dropout: float = 0.2,
     seed: int = 0,
+    device: torch.device = CPU,
 ) -> Trainee:
-    """The textbook model for this configuration (fp32), seeded."""
+    """The textbook model for this configuration (fp32) on ``device``, seeded."""
     if attention not in ("none", "bahdanau"):
         raise ValueError(f"the textbook model has no {attention!r} attention: use none or bahdanau")
     torch.manual_seed(seed)
@@ -274,7 +275,7 @@ def build_textbook(
         dropout=dropout,
         attention=attention == "bahdanau",
         pad_id=PAD_ID,
-    )
+    ).to(device)
     return Trainee(model, tf_ratio)
 
 
@@ -343,6 +344,12 @@ def prepare(name: str, build: Callable[[], Trainee], batches: list[Batch], warmu
     return job
 
 
+def _free(device: torch.device) -> None:
+    """Give back what a failed job left allocated."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def time_interleaved(jobs: list[Job], repeats: int, device: torch.device) -> None:
     """Every job runs once per round, the order reversed every other round; times go into ``job.times``."""
     for round_ in range(repeats):
@@ -404,15 +411,19 @@ def run_configuration(
     ours: dict[str, Job | str] = {}
     for name in variants:
         variant = VARIANTS[name]
-        build = partial(build_ours, cell, attention, size, variant, **model_args)
+        build = partial(build_ours, cell, attention, size, variant, device=device, **model_args)
         try:
             ours[name] = prepare(f"ours {variant.label}", build, batches, warmup, device)
             jobs.append(ours[name])
-        except (TypeError, NotImplementedError) as error:  # an option this version of the model lacks
-            ours[name] = f"not run: {type(error).__name__}: {error}"
+        except torch.OutOfMemoryError:
+            ours[name] = "OUT OF MEMORY"
+            _free(device)
+        except Exception as error:  # e.g. an option this version of the model lacks, or torch.compile failing
+            ours[name] = f"not run: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            _free(device)
     textbook: dict[float, Job] = {}
     for ratio in sorted({VARIANTS[name].tf_ratio for name in variants}, reverse=True):
-        build = partial(build_textbook, cell, attention, size, ratio, **model_args)
+        build = partial(build_textbook, cell, attention, size, ratio, device=device, **model_args)
         textbook[ratio] = prepare(f"textbook tf {ratio}", build, batches, warmup, device)
         jobs.append(textbook[ratio])
     time_interleaved(jobs, repeats, device)
@@ -506,7 +517,7 @@ def run_batch_scaling(
         batches = multi30k_batches(
             batch_size, count, vocab.get("src_vocab", SRC_VOCAB), vocab.get("tgt_vocab", TGT_VOCAB), device
         )
-        build = partial(build_ours, "gru", "none", size, VARIANTS["tf1"], **model_args)
+        build = partial(build_ours, "gru", "none", size, VARIANTS["tf1"], device=device, **model_args)
         jobs.append(prepare(f"batch {batch_size}", build, batches, warmup, device))
     time_interleaved(jobs, repeats, device)
     return list(zip(batch_sizes, jobs))
@@ -547,9 +558,9 @@ def run_length_scaling(
                 length, batch_size, count, vocab.get("src_vocab", SRC_VOCAB), vocab.get("tgt_vocab", TGT_VOCAB), device
             )
             if name == "textbook":
-                build = partial(build_textbook, "gru", "none", size, 1.0, **model_args)
+                build = partial(build_textbook, "gru", "none", size, 1.0, device=device, **model_args)
             else:
-                build = partial(build_ours, "gru", "none", size, VARIANTS[name], **model_args)
+                build = partial(build_ours, "gru", "none", size, VARIANTS[name], device=device, **model_args)
             jobs.append(prepare(f"{name} length {length}", build, batches, warmup, device))
             keys.append((name, length))
     time_interleaved(jobs, repeats, device)
@@ -636,6 +647,7 @@ def run_epoch(
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "seq2seq"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     with tempfile.TemporaryDirectory() as tmp:
         accelerator = "gpu" if device.type == "cuda" else "cpu"
         cfg = compose_train_config([f"trainer={accelerator}", f"paths.output_dir={tmp}", *overrides])
