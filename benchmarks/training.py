@@ -636,9 +636,9 @@ def run_epoch(
 
     The datamodule and the module are built from ``conf/train.yaml`` + ``overrides`` as ``src/train.py`` builds
     them; the Trainer is the config's, with validation, checkpointing, logging, the model summary and the progress
-    bar off. The bare loop does what the Trainer does per batch: move it to the device, forward (the module's
-    teacher-forcing ratio), loss, backward, gradient clipping (the config's), optimizer step. ``epoch_batches``
-    caps the epoch (0: all batches).
+    bar off. The bare loop does what the Trainer does per batch: move it to the device, the module's
+    ``training_step`` (forward and loss, with the module's teacher forcing), backward, gradient clipping (the
+    config's), optimizer step. ``epoch_batches`` caps the epoch (0: all batches).
     """
     from hydra.utils import instantiate
 
@@ -648,6 +648,7 @@ def run_epoch(
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*self.log.*")
     with tempfile.TemporaryDirectory() as tmp:
         accelerator = "gpu" if device.type == "cuda" else "cpu"
         cfg = compose_train_config([f"trainer={accelerator}", f"paths.output_dir={tmp}", *overrides])
@@ -669,21 +670,18 @@ def run_epoch(
         result = EpochResult(limit, sum(int((b.tgt_out != PAD_ID).sum()) for _, b in zip(range(limit), loader)))
 
         def bare(batches: int) -> float:
-            module = new_module().to(device)
-            model = module.model.train()
+            module = new_module().to(device).train()
             optimizer = module.configure_optimizers()["optimizer"]
             autocast = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16-mixed" else None
             synchronize(device)
             start = time.perf_counter()
             for step, batch in zip(range(batches), datamodule.train_dataloader()):
                 batch = batch.to(device)
-                ratio = module.teacher_forcing(step, 0)
                 with autocast or contextlib.nullcontext():
-                    logits = model(batch.src, batch.src_lengths, batch.tgt_in, tf_ratio=ratio)  # (B, T, V)
-                    loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID)
+                    loss = module.training_step(batch, step)  # without a Trainer, its self.log does nothing
                 loss.backward()
                 if clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+                    torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             synchronize(device)
