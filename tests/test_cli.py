@@ -31,6 +31,8 @@ def test_run_dir_holds_config_log_checkpoints_tokenizers(reverse_run):
     rows = list(csv.DictReader((reverse_run / "csv" / "metrics.csv").open()))
     ratios = [float(r["train/tf_ratio"]) for r in rows if r.get("train/tf_ratio")]
     assert ratios and all(r == 1.0 for r in ratios)
+    grad_norms = [float(r["train/grad_norm"]) for r in rows if r.get("train/grad_norm")]
+    assert len(grad_norms) == len(ratios) and all(n > 0 for n in grad_norms)
 
 
 def test_checkpoint_loads_with_weights_only_and_is_self_contained(reverse_run):

@@ -97,14 +97,33 @@ def test_gzip_text_files_are_read(tmp_path):
 
 @pytest.mark.parametrize(
     "override,fragment",
-    [("model.cell=transformer", "unknown cell type 'transformer'"), ("data.tokenizer=sentencepiece", "tokenizer")],
+    [
+        ("model.cell=transformer", "unknown cell type 'transformer'"),
+        ("data.tokenizer=sentencepiece", "tokenizer"),
+        ("teacher_forcing.mode=fast", "unknown teacher_forcing.mode 'fast'"),
+    ],
 )
 def test_unknown_config_values(override, fragment, tmp_path):
     result = run_cli("train", "experiment=reverse", override, *FAST, log_dir=tmp_path, check=False)
     assert_one_line_error(result, fragment)
 
 
-@pytest.mark.parametrize("group", ["model", "teacher_forcing", "data"])
+@pytest.mark.parametrize(
+    "overrides,fragments",
+    [
+        (["attention=luong", "attention.score=cosine"], ["unknown attention.score 'cosine'", "dot, general or concat"]),
+        (
+            ["attention=luong", "attention.score=dot", "model.bidirectional=true", "model.decoder_hidden_size=8"],
+            ["decoder hidden size (8)", "encoder output size (16", "model.decoder_hidden_size=16"],
+        ),
+    ],
+)
+def test_bad_attention_settings(overrides, fragments, tmp_path):
+    result = run_cli("train", "experiment=reverse", *overrides, *FAST, log_dir=tmp_path, check=False)
+    assert_one_line_error(result, *fragments)
+
+
+@pytest.mark.parametrize("group", ["model", "attention", "teacher_forcing", "data"])
 def test_unknown_group_option_lists_the_choices(group, tmp_path):
     result = run_cli("train", f"{group}=nonsense", log_dir=tmp_path, check=False)
     assert result.returncode != 0

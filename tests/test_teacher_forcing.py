@@ -55,6 +55,7 @@ def test_epoch_unit_reads_the_epoch():
         lambda: ExponentialSchedule(decay=1.5),
         lambda: InverseSigmoidSchedule(decay=0.5),
         lambda: LinearSchedule(duration=0),
+        lambda: ConstantSchedule(0.5, mode="approximate"),
     ],
 )
 def test_bad_parameters_are_config_errors(make):

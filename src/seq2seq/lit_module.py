@@ -57,13 +57,21 @@ class Seq2SeqModule(LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         ratio = self.teacher_forcing(self.global_step, self.current_epoch)
-        logits = self.model(batch.src, batch.src_lengths, batch.tgt_in, tf_ratio=ratio)  # (B, T, V)
+        logits = self.model(
+            batch.src, batch.src_lengths, batch.tgt_in, tf_ratio=ratio, tf_mode=self.teacher_forcing.mode
+        )  # (B, T, V)
         # Mean over the non-pad target tokens of the batch.
         loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID)
         batch_size = batch.src.size(0)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         self.log("train/tf_ratio", ratio, batch_size=batch_size)
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # The gradient norm before clipping; a tensor, so logging it does not wait for the device.
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:
+            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads), batch_size=1)
 
     def translate(self, src: torch.Tensor, src_lengths: torch.Tensor) -> list[str]:
         """Decode a source batch with the configured strategy into detokenized strings."""

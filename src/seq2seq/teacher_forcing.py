@@ -11,15 +11,23 @@ import math
 from seq2seq.errors import ConfigError
 
 UNITS = ("step", "epoch")
+MODES = ("exact", "parallel")
 
 
 class Schedule:
-    """Base class: picks the time unit and clamps the ratio to [0, 1]."""
+    """Base class: picks the time unit, clamps the ratio to [0, 1] and says how a ratio < 1 is applied.
 
-    def __init__(self, unit: str = "step") -> None:
+    ``mode="exact"`` steps the decoder through time, feeding its own argmax; ``mode="parallel"`` is the faster
+    two-pass approximation (see `Seq2Seq.forward`).
+    """
+
+    def __init__(self, unit: str = "step", mode: str = "exact") -> None:
         if unit not in UNITS:
             raise ConfigError(f"unknown teacher_forcing.unit {unit!r}: use step or epoch")
+        if mode not in MODES:
+            raise ConfigError(f"unknown teacher_forcing.mode {mode!r}: use exact or parallel")
         self.unit = unit
+        self.mode = mode
 
     def __call__(self, step: int, epoch: int) -> float:
         t = step if self.unit == "step" else epoch
@@ -33,8 +41,8 @@ class Schedule:
 class ConstantSchedule(Schedule):
     """``ratio`` at every step."""
 
-    def __init__(self, ratio: float = 1.0, unit: str = "step") -> None:
-        super().__init__(unit)
+    def __init__(self, ratio: float = 1.0, unit: str = "step", mode: str = "exact") -> None:
+        super().__init__(unit, mode)
         self.value = ratio
 
     def ratio(self, t: int) -> float:
@@ -44,8 +52,10 @@ class ConstantSchedule(Schedule):
 class LinearSchedule(Schedule):
     """From ``start`` to ``end`` in a straight line over ``duration`` units, then ``end``."""
 
-    def __init__(self, start: float = 1.0, end: float = 0.0, duration: int = 10_000, unit: str = "step") -> None:
-        super().__init__(unit)
+    def __init__(
+        self, start: float = 1.0, end: float = 0.0, duration: int = 10_000, unit: str = "step", mode: str = "exact"
+    ) -> None:
+        super().__init__(unit, mode)
         if duration <= 0:
             raise ConfigError(f"teacher_forcing.duration must be > 0, got {duration}")
         self.start, self.end, self.duration = start, end, duration
@@ -57,8 +67,10 @@ class LinearSchedule(Schedule):
 class ExponentialSchedule(Schedule):
     """``max(end, start · decay^t)`` with ``0 < decay < 1``."""
 
-    def __init__(self, start: float = 1.0, end: float = 0.0, decay: float = 0.999, unit: str = "step") -> None:
-        super().__init__(unit)
+    def __init__(
+        self, start: float = 1.0, end: float = 0.0, decay: float = 0.999, unit: str = "step", mode: str = "exact"
+    ) -> None:
+        super().__init__(unit, mode)
         if not 0.0 < decay < 1.0:
             raise ConfigError(f"teacher_forcing.decay must be in (0, 1) for the exponential schedule, got {decay}")
         self.start, self.end, self.decay = start, end, decay
@@ -70,8 +82,10 @@ class ExponentialSchedule(Schedule):
 class InverseSigmoidSchedule(Schedule):
     """``end + (start - end) · k / (k + exp(t / k))`` with ``k >= 1`` (``decay``): slow, fast, slow."""
 
-    def __init__(self, start: float = 1.0, end: float = 0.0, decay: float = 1000.0, unit: str = "step") -> None:
-        super().__init__(unit)
+    def __init__(
+        self, start: float = 1.0, end: float = 0.0, decay: float = 1000.0, unit: str = "step", mode: str = "exact"
+    ) -> None:
+        super().__init__(unit, mode)
         if decay < 1.0:
             raise ConfigError(f"teacher_forcing.decay must be >= 1 for the inverse_sigmoid schedule, got {decay}")
         self.start, self.end, self.k = start, end, decay

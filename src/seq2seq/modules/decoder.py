@@ -105,10 +105,10 @@ class BahdanauDecoder(RecurrentDecoder):
     def forward(self, inputs: torch.Tensor, state: DecoderState, encoded: Encoded) -> DecoderOutput:
         embedded = self.dropout(self.embedding(inputs))  # (B, T, E)
         outputs, contexts, weights = [], [], []
-        for t in range(inputs.size(1)):
+        for embedded_t in embedded.unbind(1):  # unbind: its backward is one stack, not T zero-filled slices
             query = state.top_hidden()[:, None]  # (B, 1, H)
             context, weight = self.attention(query, encoded.keys, encoded.memory, encoded.src_mask)  # (B, 1, M)
-            output, rnn_state = self.rnn(torch.cat([embedded[:, t : t + 1], context], dim=-1), state.rnn)
+            output, rnn_state = self.rnn(torch.cat([embedded_t[:, None], context], dim=-1), state.rnn)
             state = DecoderState(rnn_state)
             outputs.append(output)
             contexts.append(context)
@@ -175,8 +175,8 @@ class LuongDecoder(RecurrentDecoder):
             return self.output(self.dropout(attentional)), DecoderState(rnn_state), weights
         feed = state.feed if state.feed is not None else embedded.new_zeros(inputs.size(0), self.hidden_size)
         rnn_state, attentionals, weights = state.rnn, [], []
-        for t in range(inputs.size(1)):
-            rnn_input = torch.cat([embedded[:, t], feed], dim=-1)[:, None]  # (B, 1, E + H)
+        for embedded_t in embedded.unbind(1):
+            rnn_input = torch.cat([embedded_t, feed], dim=-1)[:, None]  # (B, 1, E + H)
             output, rnn_state = self.rnn(rnn_input, rnn_state)  # (B, 1, H)
             attentional, weight = self._attend(output, encoded)
             feed = attentional[:, 0]

@@ -35,6 +35,7 @@ class Seq2Seq(nn.Module):
         attention: the ``attention`` config node: ``{kind: none|bahdanau|luong, size, score, input_feeding}``;
             ``None`` = no attention.
         pad_id: padding token id.
+        compile: compile the training forward pass with `torch.compile` (dynamic shapes); decoding stays eager.
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class Seq2Seq(nn.Module):
         bridge: str = "linear",
         attention: Mapping | None = None,
         pad_id: int = 0,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
@@ -75,6 +77,8 @@ class Seq2Seq(nn.Module):
             dropout=dropout,
             pad_id=pad_id,
         )
+        if compile:
+            self.compile(dynamic=True)  # in place: the state_dict keys stay the same
 
     @property
     def has_attention(self) -> bool:
