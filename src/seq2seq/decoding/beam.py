@@ -96,28 +96,38 @@ class BeamSearch:
             attention = encoded.memory.new_zeros(batch, beam, max_steps, src.size(1))
             finished_attention = encoded.memory.new_zeros(batch, self.nbest, max_steps, src.size(1))
         batch_index = torch.arange(batch, device=device)[:, None]
+        # Finished sentences leave the batch; their n-best lists are collected here by original position.
+        sentence_ids = torch.arange(batch, device=device)
+        out_tokens, out_scores = finished_tokens.clone(), finished_scores.clone()
+        out_attention = finished_attention.clone() if with_attention else None
 
         for t in range(max_steps):
             logits, state, weights = model.decode_step(tokens, state, encoded)  # (B·K, V), …, (B·K, S)
-            log_probs = logits.float().log_softmax(-1)
-            vocab = log_probs.size(-1)
+            logits = logits.float()
+            vocab = logits.size(-1)
+            normalizer = logits.logsumexp(-1, keepdim=True)  # (B·K, 1): log p = logit - normalizer
             if t + 1 < self.min_length:
-                log_probs[:, eos_id] = float("-inf")
+                logits[:, eos_id] = float("-inf")
             if self.no_repeat_ngram_size:
                 banned = banned_ngram_tokens(
                     history[:, :, :t].reshape(batch * beam, t), self.no_repeat_ngram_size, vocab
                 )
-                log_probs = log_probs.masked_fill(banned, float("-inf"))
+                logits = logits.masked_fill(banned, float("-inf"))
             # At its length limit a sentence may only end (checked on the host: no sync, no pass when none is).
             if t + 1 >= shortest_limit:
                 at_limit = (limits <= t + 1).repeat_interleave(beam)  # (B·K,)
-                eos_scores = log_probs[:, eos_id]  # masked_fill below makes a new tensor
-                log_probs = log_probs.masked_fill(at_limit[:, None], float("-inf"))
-                log_probs[:, eos_id] = eos_scores
+                eos_logits = logits[:, eos_id]  # masked_fill below makes a new tensor
+                logits = logits.masked_fill(at_limit[:, None], float("-inf"))
+                logits[:, eos_id] = eos_logits
 
-            candidates = (beam_scores[:, :, None] + log_probs.view(batch, beam, vocab)).view(batch, -1)  # (B, K·V)
-            cand_scores, cand_index = candidates.topk(min(2 * beam, beam * vocab), dim=-1)  # (B, 2K)
-            cand_beam, cand_token = cand_index // vocab, cand_index % vocab
+            # The best continuations of each beam first (a global top-n is always among its row's top n),
+            # so the scores are only added for those: (B·K, n) instead of (B·K, V).
+            n = min(2 * beam, beam * vocab)
+            row_logits, row_tokens = logits.topk(min(n, vocab), dim=-1)  # (B·K, n)
+            row_scores = (row_logits - normalizer + beam_scores.view(-1, 1)).view(batch, -1)  # (B, K·n)
+            cand_scores, cand_index = row_scores.topk(n, dim=-1)  # (B, 2K)
+            cand_beam = cand_index // row_tokens.size(1)
+            cand_token = row_tokens.view(batch, -1).gather(1, cand_index)
             cand_history = history.gather(1, cand_beam[:, :, None].expand(-1, -1, max_steps))  # a new tensor
             cand_history[:, :, t] = cand_token  # (B, 2K, L)
             if with_attention:
@@ -152,12 +162,34 @@ class BeamSearch:
                 beam_scores[:, 0] / length_penalty(limits.float(), self.alpha) if self.alpha else beam_scores[:, 0]
             )
             done = finished_scores[:, -1] >= best_live
-            if bool(done.all()):
+            n_done = int(done.sum())  # the step's one host sync
+            if n_done == batch:
                 break
+            # A done sentence stays done (live scores only fall), so it can wait until a quarter of the batch is
+            # done; then the done ones leave, and every later step costs less.
+            if n_done * 4 >= batch:
+                ids = sentence_ids[done]
+                out_tokens[ids], out_scores[ids] = finished_tokens[done], finished_scores[done]
+                keep = (~done).nonzero().squeeze(1)  # (B',)
+                rows = (keep[:, None] * beam + torch.arange(beam, device=device)).view(-1)  # (B'·K,)
+                sentence_ids, limits, beam_scores, history = (
+                    sentence_ids[keep],
+                    limits[keep],
+                    beam_scores[keep],
+                    history[keep],
+                )
+                finished_tokens, finished_scores = finished_tokens[keep], finished_scores[keep]
+                if with_attention:
+                    out_attention[ids] = finished_attention[done]
+                    attention, finished_attention = attention[keep], finished_attention[keep]
+                tokens, state, encoded = tokens[rows], state.index_select(rows), encoded.index_select(rows)
+                batch = keep.numel()
+                batch_index = torch.arange(batch, device=device)[:, None]
+        out_tokens[sentence_ids], out_scores[sentence_ids] = finished_tokens, finished_scores
+        if with_attention:
+            out_attention[sentence_ids] = finished_attention
         return Hypotheses(
-            finished_tokens[:, :, : t + 1],
-            finished_scores,
-            finished_attention[:, :, : t + 1] if with_attention else None,
+            out_tokens[:, :, : t + 1], out_scores, out_attention[:, :, : t + 1] if with_attention else None
         )
 
     def __call__(
