@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import hydra
@@ -12,16 +13,25 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from seq2seq.callbacks import keep_sweeping
+from seq2seq.callbacks.launchers import check_sweep_strategy
 from seq2seq.errors import CheckpointError
 from seq2seq.utils.cli import build_module, instantiate_group, load_checkpoint, plain, user_errors, write_metrics
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+# conf/hydra/launcher/submitit_slurm.yaml is complete, so Hydra's (deprecated) check against the plugin's schema is moot
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_slurm' is validated against ConfigStore schema")
+# processes started for jobs (submitit, joblib) import seq2seq from here too, installed or not
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")])
+)
 log = logging.getLogger("seq2seq")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit on the train split, then evaluate the best checkpoint on val and test; return the metrics."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
+    check_sweep_strategy(cfg.trainer)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     # Resuming keeps the checkpoint's tokenizers, so the vocabulary cannot drift.
@@ -29,12 +39,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data, tokenizers=resumed["tokenizers"] if resumed else None)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module = build_module(cfg, datamodule.tokenizers_state(), config=plain(cfg))
-    trainer = instantiate(
-        cfg.trainer,
-        callbacks=instantiate_group(cfg.get("callbacks")),
-        logger=instantiate_group(cfg.get("logger")) or False,
-    )
+    config = plain(cfg)
+    module = build_module(cfg, datamodule.tokenizers_state(), config=config)
+    loggers = instantiate_group(cfg.get("logger"))
+    for logger in loggers:
+        logger.log_hyperparams(config)  # the resolved config: W&B run config, CSV/TensorBoard hparams.yaml
+    trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False)
     if trainer.is_global_zero:
         datamodule.save_tokenizers(output_dir)
         log.info("run dir: %s", output_dir)
@@ -62,11 +72,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the optimized metric for sweepers."""
-    with user_errors():
+    """Hydra entry point; returns the optimized metric for sweepers (None for a failed multirun job)."""
+    with user_errors(), keep_sweeping():  # in a multirun a failing job is recorded and the sweep goes on
         metrics = train(cfg)
-    name = cfg.get("optimized_metric")
-    return metrics.get(name) if name else None
+        name = cfg.get("optimized_metric")
+        return metrics.get(name) if name else None
+    return None
 
 
 if __name__ == "__main__":
