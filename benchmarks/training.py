@@ -747,6 +747,7 @@ def hardware(device: torch.device) -> str:
                 cpu = line.split(":", 1)[1].strip()
                 break
     text = f"CPU: {cpu} ({os.cpu_count()} cores) | torch {torch.__version__} | threads {torch.get_num_threads()}"
+    text += f" | OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
     if device.type == "cuda":
         text += f" | GPU: {torch.cuda.get_device_name(device)} | CUDA {torch.version.cuda}"
         text += f" | cuDNN {torch.backends.cudnn.version()}"
