@@ -5,7 +5,7 @@ medians over rounds), so a busy machine slows every row alike and the ratios sta
 
 1. **grid**: target tokens/s of one training step (forward, loss, backward, gradient clipping, Adam step) for
    each cell × attention × size: our model at teacher-forcing ratio 1.0, 0.5 (exact step loop) and 0.5
-   (``tf_mode="parallel"``), optionally bf16 autocast (CUDA) and ``torch.compile``, against the textbook model
+   (``tf_mode="parallel"``), optionally bf16 autocast (CUDA) and ``model.compile=true``, against the textbook model
    (``benchmarks/textbook.py``) at 1.0 and 0.5 on the same batches; peak memory per row on CUDA;
 2. **batch**: our small GRU at ratio 1.0, tokens/s for batch sizes 32 … 1024;
 3. **length**: time per target token for fixed source = target lengths (10 … 80); it stays flat when the cost
@@ -188,7 +188,7 @@ class Trainee:
     """A model, its Adam optimizer, and how one training step calls the model.
 
     Args:
-        model: our `Seq2Seq` (possibly compiled) or `TextbookSeq2Seq`, called as
+        model: our `Seq2Seq` or `TextbookSeq2Seq`, called as
             ``model(src, src_lengths, tgt_in, tf_ratio=…, **kwargs)`` → logits (B, T, V).
         tf_ratio: the teacher-forcing ratio.
         kwargs: further forward arguments (``tf_mode``).
@@ -231,6 +231,8 @@ def build_ours(
     on ``device``; seeded, so every variant starts from the same weights."""
     torch.manual_seed(seed)
     extra: dict[str, Any] = {} if attention == "none" else {"attention": {"kind": attention}}
+    if variant.compile:
+        extra["compile"] = True  # model.compile=true: torch.compile of the training forward, dynamic shapes
     model: nn.Module = Seq2Seq(
         src_vocab,
         tgt_vocab,
@@ -243,8 +245,6 @@ def build_ours(
         pad_id=PAD_ID,
         **extra,
     ).to(device)
-    if variant.compile:
-        model = torch.compile(model, dynamic=True)
     kwargs = {"tf_mode": variant.tf_mode} if variant.tf_mode != "exact" else {}
     return Trainee(model, variant.tf_ratio, kwargs, bf16=variant.bf16)
 
