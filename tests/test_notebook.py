@@ -31,6 +31,8 @@ def test_notebook_is_stored_without_outputs():
 
 def test_tutorial_trains_translates_plots_and_reads_a_sweep_summary(tmp_path, monkeypatch):
     monkeypatch.setenv("TUTORIAL_LOG_DIR", str(tmp_path))
+    # the kernel and the runs it starts: one torch thread, fastest for a tiny model and immune to oversubscription
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}

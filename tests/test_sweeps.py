@@ -30,9 +30,13 @@ TINY = [
 ]
 
 
-def multirun(*overrides: str, log_dir: Path, **kwargs):
-    """``python src/train.py overrides… -m`` (Hydra takes the flag after the overrides, not between them)."""
-    return run_cli("train", *overrides, "-m", log_dir=log_dir, **kwargs)
+def multirun(*overrides: str, log_dir: Path, env: dict | None = None, **kwargs):
+    """``python src/train.py overrides… -m`` (Hydra takes the flag after the overrides, not between them).
+
+    One torch thread per job: fastest for these tiny models, and a busy machine cannot oversubscribe it.
+    """
+    env = {"OMP_NUM_THREADS": "1", **(env or {})}
+    return run_cli("train", *overrides, "-m", log_dir=log_dir, env=env, **kwargs)
 
 
 def multirun_dir(log_dir: Path) -> Path:

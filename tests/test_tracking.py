@@ -61,6 +61,7 @@ def wandb_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
         **wandb_env(log_dir),
         "WANDB_API_KEY": "0" * 40,
         "WANDB_BASE_URL": "http://127.0.0.1:9",  # nothing listens: connection refused
+        "OMP_NUM_THREADS": "1",  # tiny models: one thread is fastest, and a busy machine cannot oversubscribe it
     }
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("WANDB_MODE", raising=False)
