@@ -92,7 +92,11 @@ def test_ctrl_c_leaves_a_usable_last_checkpoint(tmp_path):
         time.sleep(0.5)
     time.sleep(2)
     process.send_signal(signal.SIGINT)
-    process.communicate(timeout=120)
+    try:
+        process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # seen once on a loaded machine: press Ctrl-C again, as a user would
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=120)
     (run_dir,) = run_dirs(tmp_path, "train")
     last = run_dir / "checkpoints" / "last.ckpt"
     assert last.is_file()
