@@ -28,6 +28,21 @@ TINY_REVERSE = [
     "trainer.enable_progress_bar=false",
 ]
 
+# A few seconds per job: the reverse task at its smallest, one short epoch (sweeps and tracking tests).
+TINY_JOB = [
+    "experiment=reverse",
+    "trainer=cpu",
+    "data.source.num_train=96",
+    "data.source.num_val=32",
+    "data.source.num_test=32",
+    "data.source.max_length=5",
+    "data.batch_size=32",
+    "model.embedding_dim=8",
+    "trainer.max_epochs=1",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+]
+
 
 def run_cli(
     script: str, *overrides: str, log_dir: Path, check: bool = True, env: dict | None = None, timeout: int = 600

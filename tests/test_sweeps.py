@@ -10,24 +10,10 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import ROOT, read_metrics, run_cli, run_dirs
+from conftest import ROOT, TINY_JOB, read_metrics, run_cli, run_dirs
 from hydra import compose, initialize_config_dir
 
-# A few seconds per job: the reverse task at its smallest, one short epoch.
-TINY = [
-    "experiment=reverse",
-    "trainer=cpu",
-    "logger=csv",
-    "data.source.num_train=96",
-    "data.source.num_val=32",
-    "data.source.num_test=32",
-    "data.source.max_length=5",
-    "data.batch_size=32",
-    "model.embedding_dim=8",
-    "trainer.max_epochs=1",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.enable_progress_bar=false",
-]
+TINY = [*TINY_JOB, "logger=csv"]
 
 
 def multirun(*overrides: str, log_dir: Path, env: dict | None = None, **kwargs):

@@ -11,25 +11,13 @@ from pathlib import Path
 import pytest
 import wandb
 import yaml
-from conftest import run_cli
+from conftest import TINY_JOB, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seq2seq.callbacks import WandbLogger
 from seq2seq.callbacks.wandb import has_credentials
 
-TINY = [
-    "experiment=reverse",
-    "trainer=cpu",
-    "data.source.num_train=96",
-    "data.source.num_val=32",
-    "data.source.num_test=32",
-    "data.source.max_length=5",
-    "data.batch_size=32",
-    "model.embedding_dim=8",
-    "trainer.max_epochs=1",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.enable_progress_bar=false",
-]
+TINY = TINY_JOB
 
 
 def wandb_env(tmp_path: Path) -> dict[str, str]:
