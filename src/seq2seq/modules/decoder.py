@@ -32,6 +32,8 @@ class RecurrentDecoder(nn.Module):
         cell: ``rnn``, ``lstm`` or ``gru``.
         dropout: dropout on embeddings, between layers and before the output layer.
         pad_id: padding token id.
+        rnn_input_size: for attentional subclasses, the RNN's input size; ``None`` = ``embedding_dim``.
+        output_input_size: for attentional subclasses, the output layer's input size; ``None`` = ``hidden_size``.
     """
 
     def __init__(
@@ -43,13 +45,16 @@ class RecurrentDecoder(nn.Module):
         cell: str,
         dropout: float,
         pad_id: int,
+        *,
+        rnn_input_size: int | None = None,
+        output_input_size: int | None = None,
     ) -> None:
         super().__init__()
         self.hidden_size = hidden_size
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
-        self.rnn = make_rnn(cell, embedding_dim, hidden_size, num_layers, dropout)
-        self.output = nn.Linear(hidden_size, vocab_size)
+        self.rnn = make_rnn(cell, rnn_input_size or embedding_dim, hidden_size, num_layers, dropout)
+        self.output = nn.Linear(output_input_size or hidden_size, vocab_size)
 
     @property
     def fused(self) -> bool:
@@ -90,10 +95,18 @@ class BahdanauDecoder(RecurrentDecoder):
         memory_size: int,
         attention_size: int | None = None,
     ) -> None:
-        super().__init__(vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, pad_id)
+        super().__init__(
+            vocab_size,
+            embedding_dim,
+            hidden_size,
+            num_layers,
+            cell,
+            dropout,
+            pad_id,
+            rnn_input_size=embedding_dim + memory_size,
+            output_input_size=hidden_size + memory_size + embedding_dim,
+        )
         self.attention = Attention("additive", hidden_size, memory_size, attention_size)
-        self.rnn = make_rnn(cell, embedding_dim + memory_size, hidden_size, num_layers, dropout)
-        self.output = nn.Linear(hidden_size + memory_size + embedding_dim, vocab_size)
 
     @property
     def fused(self) -> bool:
@@ -146,13 +159,20 @@ class LuongDecoder(RecurrentDecoder):
         input_feeding: bool = True,
         attention_size: int | None = None,
     ) -> None:
-        super().__init__(vocab_size, embedding_dim, hidden_size, num_layers, cell, dropout, pad_id)
         if score not in ("dot", "general", "concat"):
             raise ConfigError(f"unknown attention.score {score!r}: use dot, general or concat")
+        super().__init__(
+            vocab_size,
+            embedding_dim,
+            hidden_size,
+            num_layers,
+            cell,
+            dropout,
+            pad_id,
+            rnn_input_size=embedding_dim + (hidden_size if input_feeding else 0),
+        )
         self.input_feeding = input_feeding
         self.attention = Attention(score, hidden_size, memory_size, attention_size)
-        rnn_input = embedding_dim + (hidden_size if input_feeding else 0)
-        self.rnn = make_rnn(cell, rnn_input, hidden_size, num_layers, dropout)
         self.combine = nn.Linear(memory_size + hidden_size, hidden_size, bias=False)
 
     @property
