@@ -5,6 +5,8 @@ from __future__ import annotations
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
+from seq2seq.utils.tables import markdown_table
+
 COLUMNS = ["source", "reference", "hypothesis"]
 
 
@@ -36,15 +38,4 @@ class PredictionsTable(Callback):
             if isinstance(logger, WandbLogger):
                 logger.log_table(key, columns=COLUMNS, data=rows, step=trainer.global_step)
             elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_text(key, markdown_table(rows), global_step=trainer.global_step)
-
-
-def markdown_table(rows: list[list[str]]) -> str:
-    """``rows`` of (source, reference, hypothesis) as a markdown table."""
-
-    def cell(text: str) -> str:
-        return str(text).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|---|---|---|"]
-    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
-    return "\n".join(lines)
+                logger.experiment.add_text(key, markdown_table(COLUMNS, rows), global_step=trainer.global_step)

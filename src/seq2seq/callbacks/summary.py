@@ -21,7 +21,8 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from seq2seq.utils.cli import _user_error
+from seq2seq.utils.cli import user_error
+from seq2seq.utils.tables import markdown_table
 
 log = logging.getLogger("seq2seq")
 
@@ -37,7 +38,7 @@ def _in_multirun() -> bool:
 
 def _one_line(exception: BaseException) -> str:
     """The user-facing message behind ``exception`` (see `user_errors`), else its type and text on one line."""
-    error = _user_error(exception)
+    error = user_error(exception)
     if error is not None:
         return str(error)
     text = " ".join(str(exception).split())
@@ -159,14 +160,4 @@ def write_summary(root: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.writer(file)
         writer.writerow(columns)
         writer.writerows([["" if value is None else value for value in line] for line in table])
-
-    def cell(value: Any) -> str:
-        if value is None:
-            return ""
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        return str(value).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(value) for value in line) + " |" for line in table]
-    (root / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (root / "summary.md").write_text(markdown_table(columns, table) + "\n", encoding="utf-8")

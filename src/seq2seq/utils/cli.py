@@ -22,7 +22,7 @@ from seq2seq.lit_module import CHECKPOINT_KEY, Seq2SeqModule
 log = logging.getLogger("seq2seq")
 
 
-def _user_error(exception: BaseException) -> Seq2SeqError | None:
+def user_error(exception: BaseException) -> Seq2SeqError | None:
     """The `Seq2SeqError` behind ``exception``, looking through wrappers such as Hydra's."""
     seen = set()
     while exception is not None and id(exception) not in seen:
@@ -41,7 +41,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except Exception as exception:
-        error = _user_error(exception)
+        error = user_error(exception)
         if error is None:
             raise
         log.debug("user error", exc_info=exception)
