@@ -47,8 +47,10 @@ def test_batch_moves_as_a_whole():
     from lightning.fabric.utilities.apply_func import move_data_to_device
 
     batch = collate([_example([5], [6])])
-    moved = move_data_to_device(batch, torch.device("cpu"))
-    assert isinstance(moved, Batch) and moved.src.device == moved.src_lengths.device
+    moved = move_data_to_device(batch, torch.device("meta"))  # a device without data, to see what moved
+    assert isinstance(moved, Batch) and {t.device.type for t in (moved.src, moved.tgt_in, moved.tgt_out)} == {"meta"}
+    # the lengths stay on the CPU, where packing reads them, so no step waits for a device-to-host copy
+    assert moved.src_lengths.device.type == "cpu" and moved.src_lengths.tolist() == batch.src_lengths.tolist()
     assert moved.src_text == batch.src_text
 
 

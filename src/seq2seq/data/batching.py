@@ -20,7 +20,8 @@ class Batch:
 
     Attributes:
         src: source ids followed by ``<eos>``, padded, ``(B, S)`` int64.
-        src_lengths: true source lengths (``<eos>`` included, so >= 1), ``(B,)`` int64, on ``src``'s device.
+        src_lengths: true source lengths (``<eos>`` included, so >= 1), ``(B,)`` int64. They stay on the CPU,
+            where packing needs them, so the training step never waits for a device-to-host copy.
         tgt_in: decoder inputs ``<sos> y1 … yn``, padded, ``(B, T)`` int64.
         tgt_out: decoder targets ``y1 … yn <eos>``, padded, ``(B, T)`` int64.
         src_text: the raw source sentences.
@@ -35,12 +36,11 @@ class Batch:
     tgt_text: list[str]
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        """A copy with every tensor on ``device``."""
+        """A copy with every tensor but ``src_lengths`` on ``device``."""
         move = {"device": device, "non_blocking": non_blocking}
         return replace(
             self,
             src=self.src.to(**move),
-            src_lengths=self.src_lengths.to(**move),
             tgt_in=self.tgt_in.to(**move),
             tgt_out=self.tgt_out.to(**move),
         )
@@ -50,7 +50,6 @@ class Batch:
         return replace(
             self,
             src=self.src.pin_memory(),
-            src_lengths=self.src_lengths.pin_memory(),
             tgt_in=self.tgt_in.pin_memory(),
             tgt_out=self.tgt_out.pin_memory(),
         )
