@@ -188,8 +188,9 @@ class Trainee:
     """A model, its Adam optimizer, and how one training step calls the model.
 
     Args:
-        model: our `Seq2Seq` or `TextbookSeq2Seq`, called as
-            ``model(src, src_lengths, tgt_in, tf_ratio=…, **kwargs)`` → logits (B, T, V).
+        model: our `Seq2Seq`, whose loss is ``model.loss(src, src_lengths, tgt_in, tgt_out, tf_ratio=…, **kwargs)``
+            as in training, or `TextbookSeq2Seq`, called as ``model(src, src_lengths, tgt_in, tf_ratio=…)`` →
+            logits (B, T, V) followed by ``F.cross_entropy``.
         tf_ratio: the teacher-forcing ratio.
         kwargs: further forward arguments (``tf_mode``).
         bf16: forward and loss under CUDA bf16 autocast (weights, gradients and Adam stay fp32).
@@ -207,8 +208,12 @@ class Trainee:
         """Forward, mean cross-entropy over the non-pad targets, backward, clip, Adam step; returns the loss."""
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with autocast:
-            logits = self.model(batch.src, batch.src_lengths, batch.tgt_in, tf_ratio=self.tf_ratio, **self.kwargs)
-            loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID)
+            inputs = (batch.src, batch.src_lengths, batch.tgt_in)
+            if isinstance(self.model, Seq2Seq):  # ours: the loss the LightningModule's training step computes
+                loss = self.model.loss(*inputs, batch.tgt_out, tf_ratio=self.tf_ratio, **self.kwargs)
+            else:
+                logits = self.model(*inputs, tf_ratio=self.tf_ratio, **self.kwargs)
+                loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.parameters, CLIP_NORM)
         self.optimizer.step()

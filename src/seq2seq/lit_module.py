@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
-from torch.nn import functional as F
 
 from seq2seq.data.batching import Batch
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, decode, tokenizer_from_str
@@ -57,11 +56,10 @@ class Seq2SeqModule(LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         ratio = self.teacher_forcing(self.global_step, self.current_epoch)
-        logits = self.model(
-            batch.src, batch.src_lengths, batch.tgt_in, tf_ratio=ratio, tf_mode=self.teacher_forcing.mode
-        )  # (B, T, V)
         # Mean over the non-pad target tokens of the batch.
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID)
+        loss = self.model.loss(
+            batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, tf_ratio=ratio, tf_mode=self.teacher_forcing.mode
+        )
         batch_size = batch.src.size(0)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         self.log("train/tf_ratio", ratio, batch_size=batch_size)

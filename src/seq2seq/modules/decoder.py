@@ -1,7 +1,8 @@
 """Decoders: the plain context-vector decoder and the Bahdanau and Luong attentional decoders.
 
 Each maps the previous target tokens ``inputs`` (B, T) and a `DecoderState` to logits (B, T, V), the new
-state and the attention weights (B, T, S) (``None`` without attention). The same call serves a whole
+state and the attention weights (B, T, S) (``None`` without attention); ``features`` stops before the output
+layer, for the loss that fuses it (`seq2seq.modules.loss`). The same call serves a whole
 teacher-forced sequence (T steps) and one decoding step (T = 1), so training and decoding compute the same
 function.
 """
@@ -66,9 +67,15 @@ class RecurrentDecoder(nn.Module):
         return None
 
     def forward(self, inputs: torch.Tensor, state: DecoderState, encoded: Encoded) -> DecoderOutput:
+        """Logits (B, T, V) for ``inputs`` (B, T), the new state and the attention weights (B, T, S) or None."""
+        features, state, weights = self.features(inputs, state, encoded)
+        return self.output(features), state, weights
+
+    def features(self, inputs: torch.Tensor, state: DecoderState, encoded: Encoded) -> DecoderOutput:
+        """Like `forward`, but the output layer's input (B, T, F) (dropout applied) instead of the logits."""
         embedded = self.dropout(self.embedding(inputs))  # (B, T, E)
         outputs, rnn_state = self.rnn(embedded, state.rnn)  # (B, T, H)
-        return self.output(self.dropout(outputs)), DecoderState(rnn_state), None  # (B, T, V)
+        return self.dropout(outputs), DecoderState(rnn_state), None
 
 
 class BahdanauDecoder(RecurrentDecoder):
@@ -115,7 +122,7 @@ class BahdanauDecoder(RecurrentDecoder):
     def prepare(self, memory: torch.Tensor) -> torch.Tensor:
         return self.attention.prepare(memory)
 
-    def forward(self, inputs: torch.Tensor, state: DecoderState, encoded: Encoded) -> DecoderOutput:
+    def features(self, inputs: torch.Tensor, state: DecoderState, encoded: Encoded) -> DecoderOutput:
         embedded = self.dropout(self.embedding(inputs))  # (B, T, E)
         outputs, contexts, weights = [], [], []
         for embedded_t in embedded.unbind(1):  # unbind: its backward is one stack, not T zero-filled slices
@@ -127,7 +134,7 @@ class BahdanauDecoder(RecurrentDecoder):
             contexts.append(context)
             weights.append(weight)
         features = torch.cat([torch.cat(outputs, 1), torch.cat(contexts, 1), embedded], dim=-1)  # (B, T, H+M+E)
-        return self.output(self.dropout(features)), state, torch.cat(weights, 1)  # (B, T, V), …, (B, T, S)
+        return self.dropout(features), state, torch.cat(weights, 1)  # (B, T, H+M+E), …, (B, T, S)
 
 
 class LuongDecoder(RecurrentDecoder):
@@ -187,12 +194,12 @@ class LuongDecoder(RecurrentDecoder):
         context, weights = self.attention(outputs, encoded.keys, encoded.memory, encoded.src_mask)  # (B, T, M)
         return torch.tanh(self.combine(torch.cat([context, outputs], dim=-1))), weights
 
-    def forward(self, inputs: torch.Tensor, state: DecoderState, encoded: Encoded) -> DecoderOutput:
+    def features(self, inputs: torch.Tensor, state: DecoderState, encoded: Encoded) -> DecoderOutput:
         embedded = self.dropout(self.embedding(inputs))  # (B, T, E)
         if not self.input_feeding:
             outputs, rnn_state = self.rnn(embedded, state.rnn)  # (B, T, H): all steps in one call
             attentional, weights = self._attend(outputs, encoded)
-            return self.output(self.dropout(attentional)), DecoderState(rnn_state), weights
+            return self.dropout(attentional), DecoderState(rnn_state), weights
         feed = state.feed if state.feed is not None else embedded.new_zeros(inputs.size(0), self.hidden_size)
         rnn_state, attentionals, weights = state.rnn, [], []
         for embedded_t in embedded.unbind(1):
@@ -202,8 +209,8 @@ class LuongDecoder(RecurrentDecoder):
             feed = attentional[:, 0]
             attentionals.append(attentional)
             weights.append(weight)
-        logits = self.output(self.dropout(torch.cat(attentionals, 1)))  # (B, T, V)
-        return logits, DecoderState(rnn_state, feed), torch.cat(weights, 1)
+        features = self.dropout(torch.cat(attentionals, 1))  # (B, T, H)
+        return features, DecoderState(rnn_state, feed), torch.cat(weights, 1)
 
 
 def make_decoder(attention: dict | None, memory_size: int, **common) -> RecurrentDecoder:

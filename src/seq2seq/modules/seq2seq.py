@@ -6,11 +6,13 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from seq2seq.errors import ConfigError
 from seq2seq.modules.context import Bridge
 from seq2seq.modules.decoder import make_decoder
 from seq2seq.modules.encoder import RecurrentEncoder
+from seq2seq.modules.loss import linear_cross_entropy
 from seq2seq.modules.rnn import CELLS
 from seq2seq.modules.state import DecoderState, Encoded
 
@@ -77,6 +79,7 @@ class Seq2Seq(nn.Module):
             dropout=dropout,
             pad_id=pad_id,
         )
+        self.compiled = compile
         if compile:
             self.compile(dynamic=True)  # in place: the state_dict keys stay the same
 
@@ -124,19 +127,13 @@ class Seq2Seq(nn.Module):
           pass without gradients predicts every step's argmax, the gold and predicted tokens are mixed by the
           ratio, and a second teacher-forced pass on the mixed inputs is trained.
         """
-        if tf_mode not in TF_MODES:
-            raise ConfigError(f"unknown teacher_forcing.mode {tf_mode!r}: use exact or parallel")
+        _check_tf_mode(tf_mode)
         if tf_ratio >= 1.0:
             return self.teacher_forced(src, src_lengths, tgt_in)[0]
         encoded = self.encode(src, src_lengths)
-        use_gold = torch.rand(tgt_in.shape, device=tgt_in.device) < tf_ratio  # (B, T)
-        use_gold[:, 0] = True  # <sos>
         if tf_mode == "parallel":
-            with torch.no_grad():
-                first_pass, _, _ = self.decoder(tgt_in, encoded.state, encoded)  # (B, T, V)
-            predicted = torch.cat([tgt_in[:, :1], first_pass[:, :-1].argmax(-1)], dim=1)  # (B, T): step t-1's argmax
-            logits, _, _ = self.decoder(torch.where(use_gold, tgt_in, predicted), encoded.state, encoded)
-            return logits
+            return self.decoder(self._parallel_inputs(tgt_in, encoded, tf_ratio), encoded.state, encoded)[0]
+        use_gold = _coins(tgt_in, tf_ratio)
         state, inputs, steps = encoded.state, tgt_in[:, 0], []
         for t in range(tgt_in.size(1)):
             logits_t, state, _ = self.decode_step(inputs, state, encoded)  # (B, V)
@@ -144,3 +141,49 @@ class Seq2Seq(nn.Module):
             if t + 1 < tgt_in.size(1):
                 inputs = torch.where(use_gold[:, t + 1], tgt_in[:, t + 1], logits_t.argmax(-1))
         return torch.stack(steps, dim=1)  # (B, T, V)
+
+    def _parallel_inputs(self, tgt_in: torch.Tensor, encoded: Encoded, tf_ratio: float) -> torch.Tensor:
+        """The second pass's inputs (B, T) of ``tf_mode="parallel"``: gold or the first pass's argmax, by coin."""
+        use_gold = _coins(tgt_in, tf_ratio)
+        with torch.no_grad():
+            first_pass, _, _ = self.decoder(tgt_in, encoded.state, encoded)  # (B, T, V)
+        predicted = torch.cat([tgt_in[:, :1], first_pass[:, :-1].argmax(-1)], dim=1)  # (B, T): step t-1's argmax
+        return torch.where(use_gold, tgt_in, predicted)
+
+    def loss(
+        self,
+        src: torch.Tensor,
+        src_lengths: torch.Tensor,
+        tgt_in: torch.Tensor,
+        tgt_out: torch.Tensor,
+        tf_ratio: float = 1.0,
+        tf_mode: str = "exact",
+    ) -> torch.Tensor:
+        """The training loss: token cross-entropy averaged over the non-pad targets ``tgt_out`` (B, T).
+
+        The same value as cross-entropy on `forward`'s logits. Where the decoder's inputs are known before it
+        runs (ratio 1.0, and the second pass of ``parallel``), the output layer and the loss are fused
+        (`linear_cross_entropy`): padded positions skip the output layer and the (B·T, V) logits are never
+        stored for backward. The exact step loop needs each step's logits for its argmax, and a compiled model
+        compiles `forward`, so those two take the plain path.
+        """
+        _check_tf_mode(tf_mode)
+        if self.compiled or (tf_ratio < 1.0 and tf_mode == "exact"):
+            logits = self(src, src_lengths, tgt_in, tf_ratio=tf_ratio, tf_mode=tf_mode)  # (B, T, V)
+            return F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=self.pad_id)
+        encoded = self.encode(src, src_lengths)
+        inputs = tgt_in if tf_ratio >= 1.0 else self._parallel_inputs(tgt_in, encoded, tf_ratio)
+        features, _, _ = self.decoder.features(inputs, encoded.state, encoded)  # (B, T, F)
+        return linear_cross_entropy(features.flatten(0, 1), self.decoder.output, tgt_out.flatten(), self.pad_id)
+
+
+def _check_tf_mode(tf_mode: str) -> None:
+    if tf_mode not in TF_MODES:
+        raise ConfigError(f"unknown teacher_forcing.mode {tf_mode!r}: use exact or parallel")
+
+
+def _coins(tgt_in: torch.Tensor, tf_ratio: float) -> torch.Tensor:
+    """Per example and step, whether the gold token is the input (B, T); always at step 0 (``<sos>``)."""
+    use_gold = torch.rand(tgt_in.shape, device=tgt_in.device) < tf_ratio
+    use_gold[:, 0] = True
+    return use_gold

@@ -1,0 +1,80 @@
+"""Token cross-entropy fused with the output layer: the (N, V) logits never exist all at once."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.nn import functional as F
+
+# Elements of one chunk of logits: 4M fp32 (16 MiB) stays in a CPU's cache hierarchy and is reused by the
+# allocator; a GPU is fed larger matrix products.
+CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 25}
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of ``linear(features)`` over the targets that are not ``ignore_index``.
+
+    The forward pass walks the kept rows in chunks and computes, per chunk, the logits, the loss and at once
+    the gradients (softmax − one-hot)/n with respect to features, weight and bias; backward only scales them.
+    Padded rows are dropped before the output layer, so they cost nothing.
+    """
+
+    @staticmethod
+    def forward(ctx, features, weight, bias, target, ignore_index: int):  # noqa: ANN001, ANN205
+        device = features.device.type
+        autocast = torch.is_autocast_enabled(device)
+        dtype = torch.get_autocast_dtype(device) if autocast else features.dtype  # matrix products
+        rows = (target != ignore_index).nonzero().squeeze(1)  # (n,)
+        kept, target = features.index_select(0, rows).to(dtype), target.index_select(0, rows)  # (n, F), (n,)
+        count = max(rows.numel(), 1)
+        vocab = weight.size(0)
+        chunk = max(1, CHUNK_ELEMENTS.get(device, 1 << 22) // vocab)
+        grad_kept = torch.empty_like(kept)
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32)
+        grad_bias = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if bias is not None else None
+        total = torch.zeros((), dtype=torch.float32, device=features.device)
+        with torch.autocast(device, enabled=False):
+            weight_ = weight.to(dtype)
+            bias_ = bias.to(dtype) if bias is not None else None
+            for start in range(0, kept.size(0), chunk):
+                x, y = kept[start : start + chunk], target[start : start + chunk]  # (c, F), (c,)
+                logits = (torch.addmm(bias_, x, weight_.t()) if bias_ is not None else x @ weight_.t()).float()
+                normalizer = logits.logsumexp(-1)  # (c,)
+                total += (normalizer - logits.gather(1, y[:, None]).squeeze(1)).sum()
+                grad = logits.sub_(normalizer[:, None]).exp_()  # softmax, in place: (c, V)
+                grad[torch.arange(y.numel(), device=y.device), y] -= 1.0
+                grad.div_(count)  # d(mean loss)/d logits
+                if grad_bias is not None:
+                    grad_bias += grad.sum(0)
+                grad = grad.to(dtype)
+                grad_kept[start : start + chunk] = grad @ weight_  # (c, F)
+                if dtype == torch.float32:
+                    grad_weight.addmm_(grad.t(), x)  # (V, F)
+                else:
+                    grad_weight += (grad.t() @ x).float()
+        grad_features = torch.zeros_like(features).index_copy_(0, rows, grad_kept.to(features.dtype))
+        ctx.save_for_backward(grad_features, grad_weight.to(weight.dtype), grad_bias)
+        ctx.has_bias = bias is not None
+        return total / count
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):  # noqa: ANN001, ANN205
+        grad_features, grad_weight, grad_bias = ctx.saved_tensors
+        grad_bias = grad_bias.to(grad_weight.dtype) * grad_loss if ctx.has_bias else None
+        return grad_features * grad_loss, grad_weight * grad_loss, grad_bias, None, None
+
+
+def linear_cross_entropy(
+    features: torch.Tensor, output: nn.Linear, target: torch.Tensor, ignore_index: int
+) -> torch.Tensor:
+    """``F.cross_entropy(output(features), target, ignore_index=ignore_index)`` (the mean over kept targets).
+
+    ``features`` (N, F), ``target`` (N,). With gradients enabled it runs the fused chunked computation, which
+    never holds the (N, V) logits or their gradient and skips padded rows (a batch with no target to score has
+    loss 0 there); without, the plain one.
+    """
+    if not (torch.is_grad_enabled() and (features.requires_grad or output.weight.requires_grad)):
+        return F.cross_entropy(output(features), target, ignore_index=ignore_index)
+    return _LinearCrossEntropy.apply(features, output.weight, output.bias, target, ignore_index)

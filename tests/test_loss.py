@@ -1,0 +1,107 @@
+"""The fused output-layer + cross-entropy loss computes the same function as the plain one."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from seq2seq.modules import Seq2Seq
+from seq2seq.modules import loss as loss_module
+from seq2seq.modules.loss import linear_cross_entropy
+
+PAD = 0
+ATTENTIONS = [None, {"kind": "bahdanau"}, {"kind": "luong", "input_feeding": True}, {"kind": "luong"}]
+
+
+def _problem(rows=40, features=8, vocab=17, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, features, generator=gen, requires_grad=True)
+    output = nn.Linear(features, vocab)
+    target = torch.randint(1, vocab, (rows,), generator=gen)
+    target[::3] = PAD  # a third of the positions are padding
+    return x, output, target
+
+
+def _grads(loss, x, output):
+    loss.backward()
+    grads = [t.grad.clone() for t in (x, output.weight, output.bias)]
+    for t in (x, output.weight, output.bias):
+        t.grad = None
+    return grads
+
+
+@pytest.mark.parametrize("chunk_elements", [17 * 5, 1 << 22])  # 5 rows per chunk (several chunks), one chunk
+def test_fused_loss_and_gradients_equal_the_plain_ones(monkeypatch, chunk_elements):
+    monkeypatch.setitem(loss_module.CHUNK_ELEMENTS, "cpu", chunk_elements)
+    x, output, target = _problem()
+    plain = F.cross_entropy(output(x), target, ignore_index=PAD)
+    plain_grads = _grads(plain, x, output)
+    fused = linear_cross_entropy(x, output, target, PAD)
+    fused_grads = _grads(fused * 3.0, x, output)  # a scaled loss scales the gradients
+    torch.testing.assert_close(fused, plain)
+    for got, want in zip(fused_grads, plain_grads, strict=True):
+        torch.testing.assert_close(got, 3.0 * want)
+    assert fused_grads[0][target == PAD].abs().sum() == 0  # padded rows get no gradient
+
+
+def test_fused_loss_of_only_padding_is_zero():
+    x, output, target = _problem()
+    loss = linear_cross_entropy(x, output, torch.full_like(target, PAD), PAD)
+    assert loss.item() == 0.0
+    assert all(g.abs().sum() == 0 for g in _grads(loss, x, output))
+
+
+def test_fused_loss_under_bf16_autocast_is_close_to_fp32():
+    x, output, target = _problem(rows=64, features=32, vocab=50)
+    plain = F.cross_entropy(output(x), target, ignore_index=PAD)
+    plain_grads = _grads(plain, x, output)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = linear_cross_entropy(x, output, target, PAD)
+    assert fused.dtype == torch.float32
+    fused_grads = _grads(fused, x, output)
+    torch.testing.assert_close(fused, plain, atol=2e-2, rtol=2e-2)
+    for got, want in zip(fused_grads, plain_grads, strict=True):
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, atol=5e-3, rtol=5e-2)
+
+
+def test_without_gradients_the_plain_loss_is_used():
+    x, output, target = _problem()
+    with torch.no_grad():
+        assert torch.equal(
+            linear_cross_entropy(x, output, target, PAD), F.cross_entropy(output(x), target, ignore_index=PAD)
+        )
+
+
+def _model_and_batch(attention, cell="gru"):
+    torch.manual_seed(0)
+    model = Seq2Seq(13, 11, cell=cell, embedding_dim=8, hidden_size=12, bidirectional=True, attention=attention)
+    src = torch.randint(4, 13, (5, 7))
+    src_lengths = torch.tensor([7, 6, 4, 3, 1])
+    for i, n in enumerate(src_lengths):
+        src[i, n:] = PAD
+    tgt_out = torch.randint(4, 11, (5, 6))
+    tgt_out[1, 4:] = PAD
+    tgt_out[3, 2:] = PAD
+    tgt_in = torch.cat([torch.full((5, 1), 2), tgt_out[:, :-1]], dim=1)
+    return model, (src, src_lengths, tgt_in), tgt_out
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS, ids=["none", "bahdanau", "luong_feed", "luong"])
+@pytest.mark.parametrize("tf_ratio,tf_mode", [(1.0, "exact"), (0.5, "parallel"), (0.5, "exact")])
+def test_model_loss_equals_cross_entropy_of_its_logits(attention, tf_ratio, tf_mode):
+    model, inputs, tgt_out = _model_and_batch(attention, cell="lstm" if attention else "gru")
+    torch.manual_seed(1)  # the same coins for both
+    logits = model(*inputs, tf_ratio=tf_ratio, tf_mode=tf_mode)
+    plain = F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD)
+    plain.backward()
+    plain_grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(1)
+    loss = model.loss(*inputs, tgt_out, tf_ratio=tf_ratio, tf_mode=tf_mode)
+    loss.backward()
+    torch.testing.assert_close(loss, plain)
+    grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    assert grads.keys() == plain_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, plain_grads[name], msg=name)
