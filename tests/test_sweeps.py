@@ -136,6 +136,9 @@ def test_ddp_sim_eval_gives_the_single_process_metrics_over_the_whole_split(reve
     assert single["val/bleu"] > 50  # a model that translates, so a one-shard BLEU would differ
     for name in ("bleu", "chrf", "exact_match", "loss", "acc"):
         assert distributed[f"val/{name}"] == pytest.approx(single[f"val/{name}"], rel=1e-5, abs=1e-6), name
+    # predictions.tsv holds the whole split (data.source.num_val=200 in TINY_REVERSE), gathered from both ranks
+    with open(eval_dir / "predictions.tsv", encoding="utf-8", newline="") as file:
+        assert len(list(csv.reader(file, delimiter="\t"))) == 1 + 200
 
 
 def test_slurm_launcher_without_slurm_is_one_line(tmp_path):

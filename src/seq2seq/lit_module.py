@@ -88,6 +88,13 @@ class Seq2SeqModule(LightningModule):
         self.log_dict({f"{prefix}/{name}": value for name, value in values.items()}, prog_bar=False)
         metrics.reset()
 
+    def _gather_predictions(self) -> None:
+        """Under DDP, give every rank all ranks' predictions, so eval.py's predictions.tsv covers the whole split."""
+        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            shards: list[list[tuple[str, str, str]]] = [[] for _ in range(self.trainer.world_size)]
+            torch.distributed.all_gather_object(shards, self.predictions)
+            self.predictions = [row for shard in shards for row in shard]
+
     def on_validation_epoch_start(self) -> None:
         self.predictions = []
 
@@ -96,6 +103,7 @@ class Seq2SeqModule(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.val_metrics, "val")
+        self._gather_predictions()
 
     def on_test_epoch_start(self) -> None:
         self.predictions = []
@@ -105,6 +113,7 @@ class Seq2SeqModule(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics(self.test_metrics, "test")
+        self._gather_predictions()
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=self.parameters())

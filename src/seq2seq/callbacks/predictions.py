@@ -14,7 +14,8 @@ class PredictionsTable(Callback):
     """Log the first ``num_samples`` predictions of each validation (``val/predictions``) and test
     (``test/predictions``) epoch: a table in W&B, a markdown table as text in TensorBoard.
 
-    Reads ``pl_module.predictions`` (rank 0's share of the split under DDP); skips the sanity check.
+    Reads ``pl_module.predictions`` (under DDP, before the module gathers them: rank 0's share, a sample all the
+    same); skips the sanity check.
 
     Args:
         num_samples: rows per table.
