@@ -539,6 +539,8 @@ def test_workers_and_unknown_settings(tmp_path):
     dm.setup("fit")
     loader = dm.val_dataloader()
     assert loader.persistent_workers and sum(b.src.size(0) for b in loader) == 37
+    assert not loader.pin_memory  # pin_memory=None pins only when training on a CUDA device
+    assert tiny_datamodule(None, pin_memory=True)._pin_memory()
     with pytest.raises(ConfigError, match="word, bpe, char"):
         tiny_datamodule(None, tokenizer="spm")
     with pytest.raises(RuntimeError, match="setup"):

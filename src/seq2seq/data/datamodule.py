@@ -52,7 +52,8 @@ class Seq2SeqDataModule(L.LightningDataModule):
         lowercase: lowercase all text before tokenizing.
         max_length: pairs with more tokens than this on either side (specials not counted) are dropped.
         batch_size: pairs per batch.
-        num_workers, pin_memory: ``DataLoader`` settings.
+        num_workers: ``DataLoader`` worker processes.
+        pin_memory: ``DataLoader`` pinned memory; ``None`` = when training on a CUDA device.
         seed: the batch shuffle seed (varied per epoch).
         cache_dir: where encoded splits are cached (one folder per configuration); ``None`` disables caching.
         tokenizers: ``{"source": json, "target": json}`` from a checkpoint: use these instead of training new ones.
@@ -70,7 +71,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
         max_length: int = 100,
         batch_size: int = 128,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         seed: int = 42,
         cache_dir: str | None = None,
         tokenizers: Mapping[str, str] | None = None,
@@ -299,6 +300,11 @@ class Seq2SeqDataModule(L.LightningDataModule):
             return 0, 1
         return self.trainer.global_rank, self.trainer.world_size
 
+    def _pin_memory(self) -> bool:
+        if self.pin_memory is not None:
+            return self.pin_memory
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+
     def _dataloader(self, name: str, shuffle: bool) -> DataLoader:
         dataset = self.dataset(name)
         if name not in self._lengths:
@@ -315,7 +321,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
             batch_sampler=sampler,
             collate_fn=collate,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=self._pin_memory(),
             persistent_workers=self.num_workers > 0,
         )
 
