@@ -770,7 +770,7 @@ def targets(rows: list[GridRow], device: torch.device, epoch: EpochResult | None
             continue
         (low, low_at), (high, high_at) = speedups[0], speedups[-1]
         met = sum(s >= goal for s, _ in speedups)
-        verdict = "met" if met == len(speedups) else f"NOT met ({met} of {len(speedups)} configurations)"
+        verdict = "met" if met == len(speedups) else f"NOT met (met in {met} of {len(speedups)} configurations)"
         yield (
             f"ours {VARIANTS[name].label} / textbook: {low:.2f}x ({low_at}) to {high:.2f}x ({high_at}); "
             f"target >= {goal}x: {verdict}"
