@@ -526,7 +526,8 @@ def test_ddp_ranks_get_equal_train_and_disjoint_eval_batches():
     dm.setup("fit")
     train, val = [], []
     for rank in range(3):
-        dm.trainer = SimpleNamespace(global_rank=rank, world_size=3, current_epoch=2)
+        cpu = SimpleNamespace(root_device=SimpleNamespace(type="cpu"))
+        dm.trainer = SimpleNamespace(global_rank=rank, world_size=3, current_epoch=2, strategy=cpu)
         train.append([b.src.size(0) for b in dm.train_dataloader()])
         val.append([t for b in dm.val_dataloader() for t in b.src_text])
     assert len({len(batches) for batches in train}) == 1
