@@ -30,13 +30,14 @@ def _grads(loss, x, output):
     return grads
 
 
+@pytest.mark.parametrize("drop_padding", [True, False], ids=["dropped", "masked"])
 @pytest.mark.parametrize("chunk_elements", [17 * 5, 1 << 22])  # 5 rows per chunk (several chunks), one chunk
-def test_fused_loss_and_gradients_equal_the_plain_ones(monkeypatch, chunk_elements):
+def test_fused_loss_and_gradients_equal_the_plain_ones(monkeypatch, chunk_elements, drop_padding):
     monkeypatch.setitem(loss_module.CHUNK_ELEMENTS, "cpu", chunk_elements)
     x, output, target = _problem()
     plain = F.cross_entropy(output(x), target, ignore_index=PAD)
     plain_grads = _grads(plain, x, output)
-    fused = linear_cross_entropy(x, output, target, PAD)
+    fused = linear_cross_entropy(x, output, target, PAD, drop_padding=drop_padding)
     fused_grads = _grads(fused * 3.0, x, output)  # a scaled loss scales the gradients
     torch.testing.assert_close(fused, plain)
     for got, want in zip(fused_grads, plain_grads, strict=True):
@@ -44,19 +45,21 @@ def test_fused_loss_and_gradients_equal_the_plain_ones(monkeypatch, chunk_elemen
     assert fused_grads[0][target == PAD].abs().sum() == 0  # padded rows get no gradient
 
 
-def test_fused_loss_of_only_padding_is_zero():
+@pytest.mark.parametrize("drop_padding", [True, False], ids=["dropped", "masked"])
+def test_fused_loss_of_only_padding_is_zero(drop_padding):
     x, output, target = _problem()
-    loss = linear_cross_entropy(x, output, torch.full_like(target, PAD), PAD)
+    loss = linear_cross_entropy(x, output, torch.full_like(target, PAD), PAD, drop_padding=drop_padding)
     assert loss.item() == 0.0
     assert all(g.abs().sum() == 0 for g in _grads(loss, x, output))
 
 
-def test_fused_loss_under_bf16_autocast_is_close_to_fp32():
+@pytest.mark.parametrize("drop_padding", [True, False], ids=["dropped", "masked"])
+def test_fused_loss_under_bf16_autocast_is_close_to_fp32(drop_padding):
     x, output, target = _problem(rows=64, features=32, vocab=50)
     plain = F.cross_entropy(output(x), target, ignore_index=PAD)
     plain_grads = _grads(plain, x, output)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        fused = linear_cross_entropy(x, output, target, PAD)
+        fused = linear_cross_entropy(x, output, target, PAD, drop_padding=drop_padding)
     assert fused.dtype == torch.float32
     fused_grads = _grads(fused, x, output)
     torch.testing.assert_close(fused, plain, atol=2e-2, rtol=2e-2)

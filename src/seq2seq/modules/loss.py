@@ -15,19 +15,25 @@ CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 25}
 class _LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of ``linear(features)`` over the targets that are not ``ignore_index``.
 
-    The forward pass walks the kept rows in chunks and computes, per chunk, the logits, the loss and at once
-    the gradients (softmax − one-hot)/n with respect to features, weight and bias; backward only scales them.
-    Padded rows are dropped before the output layer, so they cost nothing.
+    The forward pass walks the rows in chunks and computes, per chunk, the logits, the loss and at once the
+    gradients (softmax − one-hot)/n with respect to features, weight and bias; backward only scales them. With
+    ``drop_padding`` the padded rows are removed before the output layer; otherwise they are computed and masked,
+    which never waits for the device to count them.
     """
 
     @staticmethod
-    def forward(ctx, features, weight, bias, target, ignore_index: int):  # noqa: ANN001, ANN205
+    def forward(ctx, features, weight, bias, target, ignore_index: int, drop_padding: bool):  # noqa: ANN001, ANN205
         device = features.device.type
         autocast = torch.is_autocast_enabled(device)
         dtype = torch.get_autocast_dtype(device) if autocast else features.dtype  # matrix products
-        rows = (target != ignore_index).nonzero().squeeze(1)  # (n,)
-        kept, target = features.index_select(0, rows).to(dtype), target.index_select(0, rows)  # (n, F), (n,)
-        count = max(rows.numel(), 1)
+        keep = target != ignore_index  # (N,)
+        count = keep.sum().clamp(min=1)  # a tensor: dividing by it needs no sync
+        if drop_padding:
+            rows = keep.nonzero().squeeze(1)  # (n,)
+            kept, target, keep = features.index_select(0, rows), target.index_select(0, rows), None  # (n, F), (n,)
+        else:
+            kept, target = features, target.masked_fill(~keep, 0)  # a valid index on padded rows, masked below
+        kept = kept.to(dtype)
         vocab = weight.size(0)
         chunk = max(1, CHUNK_ELEMENTS.get(device, 1 << 22) // vocab)
         grad_kept = torch.empty_like(kept)
@@ -41,9 +47,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 x, y = kept[start : start + chunk], target[start : start + chunk]  # (c, F), (c,)
                 logits = (torch.addmm(bias_, x, weight_.t()) if bias_ is not None else x @ weight_.t()).float()
                 normalizer = logits.logsumexp(-1)  # (c,)
-                total += (normalizer - logits.gather(1, y[:, None]).squeeze(1)).sum()
+                losses = normalizer - logits.gather(1, y[:, None]).squeeze(1)  # (c,)
                 grad = logits.sub_(normalizer[:, None]).exp_()  # softmax, in place: (c, V)
                 grad[torch.arange(y.numel(), device=y.device), y] -= 1.0
+                if keep is not None:  # padded rows: no loss, no gradient
+                    mask = keep[start : start + chunk]
+                    losses, grad = losses * mask, grad.mul_(mask[:, None])
+                total += losses.sum()
                 grad.div_(count)  # d(mean loss)/d logits
                 if grad_bias is not None:
                     grad_bias += grad.sum(0)
@@ -53,7 +63,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     grad_weight.addmm_(grad.t(), x)  # (V, F)
                 else:
                     grad_weight += (grad.t() @ x).float()
-        grad_features = torch.zeros_like(features).index_copy_(0, rows, grad_kept.to(features.dtype))
+        grad_kept = grad_kept.to(features.dtype)
+        grad_features = torch.zeros_like(features).index_copy_(0, rows, grad_kept) if drop_padding else grad_kept
         ctx.save_for_backward(grad_features, grad_weight.to(weight.dtype), grad_bias)
         ctx.has_bias = bias is not None
         return total / count
@@ -63,18 +74,25 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):  # noqa: ANN001, ANN205
         grad_features, grad_weight, grad_bias = ctx.saved_tensors
         grad_bias = grad_bias.to(grad_weight.dtype) * grad_loss if ctx.has_bias else None
-        return grad_features * grad_loss, grad_weight * grad_loss, grad_bias, None, None
+        return grad_features * grad_loss, grad_weight * grad_loss, grad_bias, None, None, None
 
 
 def linear_cross_entropy(
-    features: torch.Tensor, output: nn.Linear, target: torch.Tensor, ignore_index: int
+    features: torch.Tensor,
+    output: nn.Linear,
+    target: torch.Tensor,
+    ignore_index: int,
+    drop_padding: bool | None = None,
 ) -> torch.Tensor:
     """``F.cross_entropy(output(features), target, ignore_index=ignore_index)`` (the mean over kept targets).
 
     ``features`` (N, F), ``target`` (N,). With gradients enabled it runs the fused chunked computation, which
-    never holds the (N, V) logits or their gradient and skips padded rows (a batch with no target to score has
-    loss 0 there); without, the plain one.
+    never holds the (N, V) logits or their gradient (a batch with no target to score has loss 0 there); without,
+    the plain one. ``drop_padding``: skip the padded rows' output layer instead of masking it; ``None`` = on the
+    CPU, where counting them costs nothing (on a GPU it would wait for the device).
     """
     if not (torch.is_grad_enabled() and (features.requires_grad or output.weight.requires_grad)):
         return F.cross_entropy(output(features), target, ignore_index=ignore_index)
-    return _LinearCrossEntropy.apply(features, output.weight, output.bias, target, ignore_index)
+    if drop_padding is None:
+        drop_padding = features.device.type == "cpu"
+    return _LinearCrossEntropy.apply(features, output.weight, output.bias, target, ignore_index, drop_padding)

@@ -163,8 +163,8 @@ class Seq2Seq(nn.Module):
 
         The same value as cross-entropy on `forward`'s logits. Where the decoder's inputs are known before it
         runs (ratio 1.0, and the second pass of ``parallel``), the output layer and the loss are fused
-        (`linear_cross_entropy`): padded positions skip the output layer and the (B·T, V) logits are never
-        stored for backward. The exact step loop needs each step's logits for its argmax, and a compiled model
+        (`linear_cross_entropy`): the (B·T, V) logits are never stored for backward, and on the CPU padded
+        positions skip the output layer (on a GPU they are masked: counting them would wait for the device). The exact step loop needs each step's logits for its argmax, and a compiled model
         compiles `forward`, so those two take the plain path.
         """
         _check_tf_mode(tf_mode)
