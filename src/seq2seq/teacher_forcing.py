@@ -14,6 +14,12 @@ UNITS = ("step", "epoch")
 MODES = ("exact", "parallel")
 
 
+def check_mode(mode: str) -> None:
+    """Raise a `ConfigError` unless ``mode`` is a teacher-forcing mode (``exact`` or ``parallel``)."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown teacher_forcing.mode {mode!r}: use exact or parallel")
+
+
 class Schedule:
     """Base class: picks the time unit, clamps the ratio to [0, 1] and says how a ratio < 1 is applied.
 
@@ -24,8 +30,7 @@ class Schedule:
     def __init__(self, unit: str = "step", mode: str = "exact") -> None:
         if unit not in UNITS:
             raise ConfigError(f"unknown teacher_forcing.unit {unit!r}: use step or epoch")
-        if mode not in MODES:
-            raise ConfigError(f"unknown teacher_forcing.mode {mode!r}: use exact or parallel")
+        check_mode(mode)
         self.unit = unit
         self.mode = mode
 

@@ -15,8 +15,7 @@ from seq2seq.modules.encoder import RecurrentEncoder
 from seq2seq.modules.loss import linear_cross_entropy
 from seq2seq.modules.rnn import CELLS
 from seq2seq.modules.state import DecoderState, Encoded
-
-TF_MODES = ("exact", "parallel")
+from seq2seq.teacher_forcing import check_mode
 
 
 class Seq2Seq(nn.Module):
@@ -127,7 +126,7 @@ class Seq2Seq(nn.Module):
           pass without gradients predicts every step's argmax, the gold and predicted tokens are mixed by the
           ratio, and a second teacher-forced pass on the mixed inputs is trained.
         """
-        _check_tf_mode(tf_mode)
+        check_mode(tf_mode)
         if tf_ratio >= 1.0:
             return self.teacher_forced(src, src_lengths, tgt_in)[0]
         encoded = self.encode(src, src_lengths)
@@ -164,10 +163,11 @@ class Seq2Seq(nn.Module):
         The same value as cross-entropy on `forward`'s logits. Where the decoder's inputs are known before it
         runs (ratio 1.0, and the second pass of ``parallel``), the output layer and the loss are fused
         (`linear_cross_entropy`): the (B·T, V) logits are never stored for backward, and on the CPU padded
-        positions skip the output layer (on a GPU they are masked: counting them would wait for the device). The exact step loop needs each step's logits for its argmax, and a compiled model
-        compiles `forward`, so those two take the plain path.
+        positions skip the output layer (on a GPU they are masked: counting them would wait for the device).
+        The exact step loop needs each step's logits for its argmax, and a compiled model compiles `forward`,
+        so those two take the plain path.
         """
-        _check_tf_mode(tf_mode)
+        check_mode(tf_mode)
         if self.compiled or (tf_ratio < 1.0 and tf_mode == "exact"):
             logits = self(src, src_lengths, tgt_in, tf_ratio=tf_ratio, tf_mode=tf_mode)  # (B, T, V)
             return F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=self.pad_id)
@@ -175,11 +175,6 @@ class Seq2Seq(nn.Module):
         inputs = tgt_in if tf_ratio >= 1.0 else self._parallel_inputs(tgt_in, encoded, tf_ratio)
         features, _, _ = self.decoder.features(inputs, encoded.state, encoded)  # (B, T, F)
         return linear_cross_entropy(features.flatten(0, 1), self.decoder.output, tgt_out.flatten(), self.pad_id)
-
-
-def _check_tf_mode(tf_mode: str) -> None:
-    if tf_mode not in TF_MODES:
-        raise ConfigError(f"unknown teacher_forcing.mode {tf_mode!r}: use exact or parallel")
 
 
 def _coins(tgt_in: torch.Tensor, tf_ratio: float) -> torch.Tensor:
