@@ -55,7 +55,8 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 from textbook import TextbookSeq2Seq  # noqa: E402
 
-from seq2seq.data.batching import Batch, BucketBatchSampler, pad_sequences  # noqa: E402
+from seq2seq.data.batching import Batch, pad_sequences  # noqa: E402
+from seq2seq.data.samplers import BucketBatchSampler  # noqa: E402
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID  # noqa: E402
 from seq2seq.modules import Seq2Seq  # noqa: E402
 

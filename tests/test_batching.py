@@ -7,7 +7,8 @@ import random
 import pytest
 import torch
 
-from seq2seq.data.batching import Batch, BucketBatchSampler, collate, pad_sequences, pad_source
+from seq2seq.data.batching import Batch, collate, pad_sequences, pad_source
+from seq2seq.data.samplers import BucketBatchSampler
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, UNK_ID
 
 

@@ -18,9 +18,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from seq2seq.data.base import SPLITS
-from seq2seq.data.batching import BucketBatchSampler, collate, pad_source
+from seq2seq.data.batching import collate, pad_source
 from seq2seq.data.cache import cache_key, load_cached, save_cached
 from seq2seq.data.encoding import EncodedData, encode_splits
+from seq2seq.data.samplers import BucketBatchSampler
 from seq2seq.data.tokenizers import (
     EOS_ID,
     KINDS,

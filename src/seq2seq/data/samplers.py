@@ -1,0 +1,130 @@
+"""The batch order: a length-bucketing batch sampler, reshuffled per epoch and sharded across DDP ranks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Sampler
+
+
+class EpochShuffle(Sampler[int]):
+    """All indices in a seeded random order that changes with :meth:`set_epoch` (in order without shuffle).
+
+    It is the ``sampler`` inside :class:`BucketBatchSampler`, where Lightning finds it: Lightning calls
+    ``dataloader.batch_sampler.sampler.set_epoch(epoch)`` at the start of every epoch.
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int) -> None:
+        self.size = size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of this epoch."""
+        self.epoch = epoch
+
+    def generator(self) -> torch.Generator:
+        """A generator seeded by the seed and the epoch; it first draws the index order."""
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.size))
+        return iter(torch.randperm(self.size, generator=self.generator()).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of similar length (little padding), reshuffled every epoch, sharded across DDP ranks.
+
+    Training (``shuffle=True``): shuffle all indices with ``seed`` and the epoch, sort each chunk of
+    ``batch_size * bucket_size_multiplier`` indices by length, cut it into batches, shuffle the batches. Rank ``r``
+    gets batches ``r, r + num_replicas, …``; batches are repeated so that every rank gets the same number (DDP
+    would hang otherwise).
+
+    Evaluation (``shuffle=False``): indices sorted by length globally, cut into batches, dealt out the same way but
+    without repeats, so no example is counted twice (ranks may get one batch fewer).
+
+    Args:
+        lengths: a length per example (e.g. source + target tokens).
+        batch_size: examples per batch (the last batch of a chunk may be smaller).
+        shuffle: training mode, see above.
+        seed: the shuffle seed; :meth:`set_epoch` varies it per epoch.
+        num_replicas, rank: the DDP world size and this process's rank.
+        bucket_size_multiplier: chunk size in batches; larger means less padding but less randomness.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        bucket_size_multiplier: int = 50,
+    ) -> None:
+        if batch_size < 1 or bucket_size_multiplier < 1:
+            raise ValueError(
+                f"batch_size={batch_size} and bucket_size_multiplier={bucket_size_multiplier} must be >= 1"
+            )
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank={rank} is not in [0, num_replicas={num_replicas})")
+        self.lengths = torch.as_tensor(lengths, dtype=torch.long)  # (N,)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.bucket_size = batch_size * bucket_size_multiplier
+        self.sampler = EpochShuffle(len(self.lengths), shuffle, seed)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose order is served."""
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the shuffle for this epoch (Lightning calls it on ``self.sampler`` at every epoch start)."""
+        self.sampler.set_epoch(epoch)
+
+    def _num_batches(self) -> int:
+        """Batches over all ranks, before the training repeats."""
+        total = len(self.lengths)
+        if not self.shuffle:
+            return math.ceil(total / self.batch_size)
+        full, rest = divmod(total, self.bucket_size)
+        return full * math.ceil(self.bucket_size / self.batch_size) + math.ceil(rest / self.batch_size)
+
+    def batches(self) -> list[list[int]]:
+        """All batches of this epoch over all ranks, in order."""
+        if not self.shuffle:
+            order = torch.argsort(self.lengths, stable=True)
+            return [chunk.tolist() for chunk in order.split(self.batch_size)]
+        generator = self.sampler.generator()
+        order = torch.randperm(len(self.lengths), generator=generator)  # (N,), the same order as iter(self.sampler)
+        batches: list[Tensor] = []
+        for bucket in order.split(self.bucket_size):
+            bucket = bucket[torch.argsort(self.lengths[bucket], stable=True)]
+            batches.extend(bucket.split(self.batch_size))
+        return [batches[i].tolist() for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.batches()
+        if self.shuffle and batches:
+            wanted = len(self) * self.num_replicas
+            while len(batches) < wanted:  # repeat from the start so every rank gets len(self) batches
+                batches += batches[: wanted - len(batches)]
+        yield from batches[self.rank :: self.num_replicas]
+
+    def __len__(self) -> int:
+        total = self._num_batches()
+        if self.shuffle:
+            return math.ceil(total / self.num_replicas)
+        return len(range(self.rank, total, self.num_replicas))
