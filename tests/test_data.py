@@ -433,6 +433,11 @@ def test_datamodule_batches(tmp_path):
     assert seen == 300
     assert sum(b.src.size(0) for b in dm.val_dataloader()) == 37
     assert sum(b.src.size(0) for b in dm.test_dataloader()) == 29
+    # Batch.index is each pair's row in its split as read, so outputs can be put back in input order.
+    raw_val = tiny_source().load()["val"]
+    rows = [(int(i), s) for batch in dm.val_dataloader() for i, s in zip(batch.index, batch.src_text)]
+    assert sorted(i for i, _ in rows) == list(range(37))
+    assert all(raw_val[i]["source"] == source for i, source in rows)
     src, lengths = dm.source_tensors(["t1 t2", ""])
     assert src.tolist() == [dm.encode_source(["t1 t2"])[0], [EOS_ID, PAD_ID, PAD_ID]] and lengths.tolist() == [3, 1]
 

@@ -24,6 +24,8 @@ class Batch:
         tgt_out: decoder targets ``y1 … yn <eos>``, padded, ``(B, T)`` int64.
         src_text: the raw source sentences.
         tgt_text: the raw reference sentences (for BLEU on detokenized text).
+        index: each pair's row in its split as read (the input order), ``(B,)`` int64 on the CPU; ``None`` for
+            batches made outside a split.
     """
 
     src: Tensor
@@ -32,9 +34,10 @@ class Batch:
     tgt_out: Tensor
     src_text: list[str]
     tgt_text: list[str]
+    index: Tensor | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        """A copy with every tensor but ``src_lengths`` on ``device``."""
+        """A copy with every tensor but ``src_lengths`` and ``index`` on ``device``."""
         move = {"device": device, "non_blocking": non_blocking}
         return replace(
             self,
@@ -69,7 +72,7 @@ def pad_source(sequences: Sequence[Sequence[int]], pad_id: int = PAD_ID) -> tupl
 
 
 def collate(examples: Sequence[dict[str, Any]], pad_id: int = PAD_ID) -> Batch:
-    """Pad examples (``src_ids``/``tgt_ids``: ids without specials; ``source``/``target``: text) into a Batch."""
+    """Pad examples (``src_ids``/``tgt_ids``: ids without specials; ``source``/``target``: text; ``index``)."""
     src, src_lengths = pad_source([ex["src_ids"] for ex in examples], pad_id)  # (B, S), (B,)
     tgt_in, _ = pad_sequences([[SOS_ID, *ex["tgt_ids"]] for ex in examples], pad_id)  # (B, T)
     tgt_out, _ = pad_sequences([[*ex["tgt_ids"], EOS_ID] for ex in examples], pad_id)  # (B, T)
@@ -80,4 +83,5 @@ def collate(examples: Sequence[dict[str, Any]], pad_id: int = PAD_ID) -> Batch:
         tgt_out=tgt_out,
         src_text=[ex["source"] for ex in examples],
         tgt_text=[ex["target"] for ex in examples],
+        index=torch.tensor([ex["index"] for ex in examples], dtype=torch.long) if "index" in examples[0] else None,
     )

@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 from seq2seq.data.encoding import EncodedData, quiet_progress
 
 log = logging.getLogger("seq2seq.data")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _META = "meta.json"
 _SOURCE_TOKENIZER = "tokenizer.source.json"
 _TARGET_TOKENIZER = "tokenizer.target.json"

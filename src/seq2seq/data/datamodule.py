@@ -37,7 +37,7 @@ from seq2seq.errors import ConfigError, DataError
 
 log = logging.getLogger("seq2seq.data")
 # the columns a batch is made of (see batching.collate)
-_BATCH_COLUMNS = ["source", "target", "src_ids", "tgt_ids"]
+_BATCH_COLUMNS = ["index", "source", "target", "src_ids", "tgt_ids"]
 
 
 class Seq2SeqDataModule(L.LightningDataModule):

@@ -18,8 +18,9 @@ class EncodedData:
     """Encoded splits with the tokenizers that made them.
 
     Attributes:
-        splits: ``train``/``val``/``test`` with the columns ``source``, ``target`` (raw text), ``src_ids``,
-            ``tgt_ids`` (ids without special tokens), ``src_len``, ``tgt_len`` and ``length`` (their sum).
+        splits: ``train``/``val``/``test`` with the columns ``index`` (the row as read), ``source``, ``target``
+            (raw text), ``src_ids``, ``tgt_ids`` (ids without special tokens), ``src_len``, ``tgt_len`` and
+            ``length`` (their sum).
         src_tokenizer, tgt_tokenizer: the source- and target-side tokenizers.
         dropped: per split, the pairs dropped for being longer than ``max_length``.
     """
@@ -42,12 +43,15 @@ def quiet_progress() -> Iterator[None]:
             enable_progress_bars()
 
 
-def _encode(batch: dict[str, list], src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer) -> dict[str, list]:
+def _encode(
+    batch: dict[str, list], indices: list[int], src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer
+) -> dict[str, list]:
     src_ids = encode_batch(src_tokenizer, batch["source"])
     tgt_ids = encode_batch(tgt_tokenizer, batch["target"])
     src_len = [len(ids) for ids in src_ids]
     tgt_len = [len(ids) for ids in tgt_ids]
     return {
+        "index": indices,
         "src_ids": src_ids,
         "tgt_ids": tgt_ids,
         "src_len": src_len,
@@ -75,6 +79,7 @@ def encode_split(
     encoded = dataset.map(
         _encode,
         batched=True,
+        with_indices=True,
         batch_size=1000,
         fn_kwargs={"src_tokenizer": src_tokenizer, "tgt_tokenizer": tgt_tokenizer},
         new_fingerprint=f"{fingerprint}-encode",
