@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -355,20 +356,17 @@ def test_reverse_source_is_deterministic_and_reversed():
 
 
 def data_config(name: str, tmp_path: Path, **updates):
-    """``conf/data/<name>.yaml`` under a root with the keys it interpolates (paths, seed)."""
-    root = OmegaConf.create(
-        {
-            "paths": {"data_dir": f"{DATA}/", "cache_dir": f"{tmp_path}/cache/"},
-            "seed": 7,
-            "data": OmegaConf.load(CONF / f"{name}.yaml"),
-        }
-    )
-    for key, value in updates.items():
-        OmegaConf.update(root, key, value)
+    """``data=<name>`` composed by Hydra (as train.py does), with ``data_dir``, ``cache_dir`` and ``seed`` set."""
+    overrides = [f"data={name}", f"paths.data_dir={DATA}/", f"paths.cache_dir={tmp_path}/cache/", "seed=7"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        root = compose("train", overrides=overrides + [f"{key}={value}" for key, value in updates.items()])
     return root.data
 
 
-@pytest.mark.parametrize("name", ["multi30k", "tatoeba_ko_en", "chatbot_ko", "reverse", "files", "hub"])
+DATA_CONFIGS = ["multi30k", "tatoeba_ko_en", "chatbot_ko", "reverse", "files", "hub"]
+
+
+@pytest.mark.parametrize("name", DATA_CONFIGS)
 def test_every_data_config_instantiates(name, tmp_path):
     updates = {"data.train": str(tmp_path / "t.jsonl")} if name == "files" else {}
     updates |= {"data.source.name": str(hub_dir(tmp_path / "hub"))} if name == "hub" else {}
@@ -377,6 +375,29 @@ def test_every_data_config_instantiates(name, tmp_path):
     assert isinstance(datamodule, Seq2SeqDataModule)
     assert datamodule.seed == 7 and datamodule.cache_dir == tmp_path / "cache"
     assert datamodule.source_lang == cfg.source_lang and datamodule.target_lang == cfg.target_lang
+
+
+def test_data_configs_share_one_base(tmp_path):
+    base = OmegaConf.load(CONF / "_base.yaml")
+    assert sorted(path.stem for path in CONF.glob("*.yaml")) == sorted(["_base", *DATA_CONFIGS])
+    # (tokenizer, vocab_size, min_freq, max_length, batch_size) as composed
+    expected = {
+        "multi30k": ("word", 10000, 2, 64, 128),
+        "tatoeba_ko_en": ("bpe", 4000, 2, 64, 64),
+        "chatbot_ko": ("char", 4000, 1, 100, 128),
+        "reverse": ("word", 100, 1, 16, 128),
+        "files": ("word", 10000, 2, 100, 128),
+        "hub": ("word", 10000, 2, 100, 128),
+    }
+    for name in DATA_CONFIGS:
+        own = OmegaConf.load(CONF / f"{name}.yaml")
+        assert list(own.defaults) == ["_base", "_self_"], name
+        repeated = [key for key in base if key in own and own[key] == base[key]]
+        assert not repeated, f"{name}.yaml repeats the base values of {repeated}"
+        cfg = data_config(name, tmp_path)
+        assert set(base) <= set(cfg) and not cfg.lowercase and cfg.num_workers == 0 and cfg.pin_memory is None
+        assert (cfg.tokenizer, cfg.vocab_size, cfg.min_freq, cfg.max_length, cfg.batch_size) == expected[name]
+        assert cfg.seed == 7 and cfg.cache_dir == f"{tmp_path}/cache/"
 
 
 def test_multi30k_config_loads_and_flips_direction(tmp_path):
