@@ -10,18 +10,29 @@ import csv
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from seq2seq.data.datamodule import Seq2SeqDataModule
 from seq2seq.errors import ConfigError, DataError
 from seq2seq.utils.cli import load_trained, plain, restore_module, user_errors, write_metrics
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 log = logging.getLogger("seq2seq")
 SPLITS = ("val", "test")
+
+
+def eval_datamodule(data: Any, tokenizers: dict[str, str], split: str) -> Seq2SeqDataModule:
+    """The datamodule of ``data`` (a data config) with the checkpoint's tokenizers, encoding ``split`` only.
+
+    Val/test are never filtered: every pair of ``split`` is scored, its sources truncated to ``max_length`` as
+    in training.
+    """
+    return instantiate(data, tokenizers=tokenizers, splits=[split])
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -45,7 +56,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             )
         trained.data = data
 
-    datamodule = instantiate(trained.data, tokenizers=checkpoint["seq2seq"]["tokenizers"])
+    datamodule = eval_datamodule(trained.data, checkpoint["seq2seq"]["tokenizers"], split)
     datamodule.prepare_data()
     module = restore_module(checkpoint, trained)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)

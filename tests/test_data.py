@@ -24,7 +24,7 @@ from seq2seq.data.sources import (
     SplitSource,
     TabularSource,
 )
-from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID
+from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, encode_batch
 from seq2seq.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -503,6 +503,25 @@ def test_cache_write_race_and_damaged_cache(tmp_path, caplog):
     assert load_cached(path) is None and "ignoring unreadable cache" in caplog.text
 
 
+def test_damaged_cache_is_rebuilt_and_replaced(tmp_path, caplog):
+    first = tiny_datamodule(tmp_path)
+    first.prepare_data()
+    first.setup("fit")
+    path = first.cache_path()
+    for file in (path / "dataset" / "train").glob("*.arrow"):
+        file.write_bytes(b"broken")
+    second = tiny_datamodule(tmp_path)
+    second.prepare_data()
+    second.setup("fit")
+    assert second.cache_hit is False and "ignoring unreadable cache" in caplog.text
+    assert second.dataset("train")["src_ids"][:] == first.dataset("train")["src_ids"][:]
+    third = tiny_datamodule(tmp_path)
+    third.prepare_data()
+    third.setup("fit")
+    assert third.cache_hit is True  # the damaged folder was replaced
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary or damaged folders left
+
+
 def test_cache_key_follows_file_changes(tmp_path):
     write(tmp_path / "d.src", "a b\nc d\ne f\n")
     write(tmp_path / "d.tgt", "A B\nC D\nE F\n")
@@ -532,19 +551,92 @@ def test_given_tokenizers_are_reused(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "tokenizer.source.json").is_file()
 
 
-def test_max_length_drops_and_counts(tmp_path, caplog):
+def test_max_length_filters_train_only_and_truncates_eval_sources(caplog):
     caplog.set_level(logging.INFO, logger="seq2seq.data")
     raw = tiny_source().load()
-    expected = {split: sum(len(s.split()) > 5 for s in ds["source"]) for split, ds in raw.items()}
-    assert all(expected.values())
+    long = {split: sum(len(s.split()) > 5 for s in ds["source"]) for split, ds in raw.items()}
+    assert all(long.values())
     dm = tiny_datamodule(None, max_length=5)
     dm.setup("fit")
-    assert dm.dropped == expected
-    assert {s: len(dm.dataset(s)) for s in expected} == {s: len(raw[s]) - expected[s] for s in expected}
-    assert all(max(dm.dataset(s)["src_len"][:]) <= 5 for s in expected)
-    assert f"train: dropped {expected['train']} of 300 pairs longer than max_length=5" in caplog.text
-    with pytest.raises(DataError, match="raise data.max_length"):
+    # train: pairs with a side over max_length are dropped, and counted
+    assert dm.dropped == {"too_long": long["train"], "empty": 0}
+    assert len(dm.dataset("train")) == 300 - long["train"] and max(dm.dataset("train")["src_len"][:]) <= 5
+    assert f"train: dropped {long['train']} of 300 pairs longer than max_length=5" in caplog.text
+    # val/test: every pair kept, 1:1 with the input, text untouched; long sources truncated, targets whole
+    assert dm.truncated == {"val": long["val"], "test": long["test"]}
+    for split in ("val", "test"):
+        encoded = dm.dataset(split)
+        assert encoded["index"][:] == list(range(len(raw[split])))
+        assert pairs(encoded) == pairs(raw[split])
+        full_src = encode_batch(dm.src_tokenizer, raw[split]["source"][:])
+        assert encoded["src_ids"][:] == [ids[:5] for ids in full_src]
+        assert encoded["tgt_ids"][:] == encode_batch(dm.tgt_tokenizer, raw[split]["target"][:])
+        assert max(encoded["tgt_len"][:]) > 5
+        message = (
+            f"{split}: {long[split]} of {len(raw[split])} sources longer than max_length=5 tokens are truncated "
+            "for decoding; references are scored in full"
+        )
+        assert message in caplog.text
+    batches = list(dm.test_dataloader())
+    assert sum(b.src.size(0) for b in batches) == 29 and max(b.src.size(1) for b in batches) == 5 + 1  # + <eos>
+    assert max(b.tgt_out.size(1) for b in batches) > 5 + 1
+    # only train can be "too long": val/test are never emptied
+    with pytest.raises(DataError, match=r"every train pair is longer than data.max_length=3 tokens"):
         tiny_datamodule(None, source=ReverseSource(5, 4, 6, 10, 2, 2, 0), max_length=3).setup("fit")
+
+
+def test_train_drops_pairs_empty_on_both_sides(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="seq2seq.data")
+    write(tmp_path / "train.src", "a b\n\nc d\n\ne\n")
+    write(tmp_path / "train.tgt", "b a\n\nd c\nx\n\n")
+    for split in ("val", "test"):
+        write(tmp_path / f"{split}.src", "a\n\n")
+        write(tmp_path / f"{split}.tgt", "a\n\n")
+    prefixes = [str(tmp_path / split) for split in ("train", "val", "test")]
+    dm = tiny_datamodule(None, source=FileSource(*prefixes))
+    dm.setup("fit")
+    assert dm.dropped == {"too_long": 0, "empty": 1}
+    train = dm.dataset("train")
+    assert pairs(train) == [("a b", "b a"), ("c d", "d c"), ("", "x"), ("e", "")]  # one empty side is kept
+    assert train["index"][:] == [0, 2, 3, 4]
+    assert "train: dropped 1 of 5 pairs empty on both sides" in caplog.text
+    assert all(pairs(dm.dataset(split)) == [("a", "a"), ("", "")] for split in ("val", "test"))
+    write(tmp_path / "train.src", "\n\n")
+    write(tmp_path / "train.tgt", "\n\n")
+    with pytest.raises(DataError, match=r"every train pair is empty"):
+        tiny_datamodule(None, source=FileSource(*prefixes)).setup("fit")
+
+
+def test_eval_encodes_only_the_split_it_evaluates(tmp_path, monkeypatch):
+    import eval as eval_entry
+    import seq2seq.data.encoding as encoding_module
+
+    sizes = {"data.source.num_train": 200, "data.source.num_val": 11, "data.source.num_test": 13}
+    data = OmegaConf.to_container(data_config("reverse", tmp_path, **sizes), resolve=True)  # as a checkpoint has it
+    trained = instantiate(data)
+    trained.setup("fit")
+    raw = trained.source.load()
+    tokenized: list[str] = []
+
+    def spy(tokenizer, texts):
+        tokenized.extend(texts)
+        return real_encode_batch(tokenizer, texts)
+
+    real_encode_batch = encoding_module.encode_batch
+    monkeypatch.setattr(encoding_module, "encode_batch", spy)
+    dm = eval_entry.eval_datamodule(data, trained.tokenizers_state(), "test")
+    dm.prepare_data()
+    dm.setup("test")
+    assert sorted(tokenized) == sorted(raw["test"]["source"][:] + raw["test"]["target"][:])  # test only
+    assert sum(b.src.size(0) for b in dm.test_dataloader()) == 13
+    assert dm.dataset("test")["src_ids"][:] == trained.dataset("test")["src_ids"][:]
+    with pytest.raises(RuntimeError, match="not encoded"):
+        dm.dataset("train")
+    assert eval_entry.eval_datamodule(data, trained.tokenizers_state(), "val").cache_path() != dm.cache_path()
+    tokenized.clear()
+    again = eval_entry.eval_datamodule(data, trained.tokenizers_state(), "test")
+    again.setup("test")
+    assert again.cache_hit is True and tokenized == []
 
 
 def test_ddp_ranks_get_equal_train_and_disjoint_eval_batches():

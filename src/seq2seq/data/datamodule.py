@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from seq2seq.data.base import SPLITS
 from seq2seq.data.batching import collate, pad_source
 from seq2seq.data.cache import cache_key, load_cached, save_cached
-from seq2seq.data.encoding import EncodedData, encode_splits
+from seq2seq.data.encoding import EMPTY, TOO_LONG, EncodedData, encode_splits
 from seq2seq.data.samplers import BucketBatchSampler
 from seq2seq.data.tokenizers import (
     EOS_ID,
@@ -41,7 +41,10 @@ _BATCH_COLUMNS = ["index", "source", "target", "src_ids", "tgt_ids"]
 
 
 class Seq2SeqDataModule(L.LightningDataModule):
-    """Text pairs -> tokenizers (trained on train only) -> encoded, length-filtered, cached splits -> batches.
+    """Text pairs -> tokenizers (trained on train only) -> encoded, cached splits -> batches.
+
+    Only train is filtered (pairs over ``max_length`` or empty on both sides are dropped, with a logged count);
+    val/test keep every pair, 1:1 with the input, and only their sources are cut to ``max_length`` for decoding.
 
     Args:
         source: an object with ``load() -> DatasetDict`` (see ``seq2seq.data.sources``); its ``cache_key()``, if
@@ -51,13 +54,15 @@ class Seq2SeqDataModule(L.LightningDataModule):
         vocab_size: the largest vocabulary per side, special tokens included.
         min_freq: tokens (or BPE merges) seen fewer times in train are left out.
         lowercase: lowercase all text before tokenizing.
-        max_length: pairs with more tokens than this on either side (specials not counted) are dropped.
+        max_length: train pairs with more tokens than this on either side (specials not counted) are dropped;
+            longer val/test sources are truncated to it (their targets are kept whole).
         batch_size: pairs per batch.
         num_workers: ``DataLoader`` worker processes.
         pin_memory: ``DataLoader`` pinned memory; ``None`` = when training on a CUDA device.
         seed: the batch shuffle seed (varied per epoch).
         cache_dir: where encoded splits are cached (one folder per configuration); ``None`` disables caching.
         tokenizers: ``{"source": json, "target": json}`` from a checkpoint: use these instead of training new ones.
+        splits: the splits to encode (all three by default); ``eval.py`` asks for the one it evaluates.
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
         seed: int = 42,
         cache_dir: str | None = None,
         tokenizers: Mapping[str, str] | None = None,
+        splits: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if tokenizer not in KINDS:
@@ -83,6 +89,9 @@ class Seq2SeqDataModule(L.LightningDataModule):
         for name, value in (("vocab_size", vocab_size), ("max_length", max_length), ("batch_size", batch_size)):
             if value < 1:
                 raise ConfigError(f"data.{name}={value}: must be at least 1")
+        wanted = SPLITS if splits is None else [str(split) for split in splits]
+        if not wanted or not set(wanted) <= set(SPLITS):
+            raise ConfigError(f"splits={wanted}: encode one or more of {', '.join(SPLITS)}")
         if not callable(getattr(source, "load", None)):
             raise ConfigError(f"data.source is a {type(source).__name__}, not a source: give it a _target_")
         self.source = source
@@ -98,6 +107,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.seed = seed
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.splits = tuple(split for split in SPLITS if split in wanted)  # the splits to encode, in order
         self._given: tuple[Tokenizer, Tokenizer] | None = None
         self._given_state: dict[str, str] | None = None
         if tokenizers is not None:
@@ -133,6 +143,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
             "source": source,
             "tokenization": tokenization,
             "max_length": self.max_length,
+            "splits": list(self.splits),
             "libraries": {"datasets": datasets.__version__, "tokenizers": hf_tokenizers.__version__},
         }
 
@@ -170,36 +181,39 @@ class Seq2SeqDataModule(L.LightningDataModule):
             log.info("training %s tokenizers on %d train pairs", self.tokenizer, train.num_rows)
             src_tokenizer = train_tokenizer(train.column("source").to_pylist(), **settings)
             tgt_tokenizer = train_tokenizer(train.column("target").to_pylist(), **settings)
-        data = encode_splits(raw, src_tokenizer, tgt_tokenizer, self.max_length, fingerprint)
-        for split in SPLITS:
-            dropped, total = data.dropped[split], len(data.splits[split]) + data.dropped[split]
-            # Dropping from val/test changes what is evaluated: say so louder.
-            level = logging.WARNING if dropped and split != "train" else logging.INFO
-            log.log(
-                level, "%s: dropped %d of %d pairs longer than max_length=%d", split, dropped, total, self.max_length
-            )
-            if len(data.splits[split]) == 0:
+        log.info("tokenizing the %s split(s)", ", ".join(self.splits))
+        data = encode_splits(raw, src_tokenizer, tgt_tokenizer, self.max_length, fingerprint, self.splits)
+        if "train" in data.splits and len(data.splits["train"]) == 0:
+            if data.dropped[TOO_LONG]:
                 raise DataError(
-                    f"every {split} pair is longer than data.max_length={self.max_length} tokens: raise data.max_length"
+                    f"every train pair is longer than data.max_length={self.max_length} tokens "
+                    "(or empty on both sides): raise data.max_length"
                 )
+            raise DataError("every train pair is empty on both sides: give the train split some text")
         return data
 
-    def prepare_data(self) -> None:
-        """Tokenize and write the cache if it is missing (Lightning runs this on one process per node)."""
-        path = self.cache_path()
-        if self._data is not None or path is None or (path / "meta.json").is_file():
-            return
-        data = self._build(path.name)
-        self.cache_hit = False
-        if save_cached(data, path, self._cache_payload()):
-            log.info("tokenized the data and wrote the cache %s", path)
-        # this process need not reload it in setup(); the other ranks read the cache
-        self._data = data
+    def _report(self, data: EncodedData) -> None:
+        """Log what was dropped from train and what was truncated in val/test."""
+        if "train" in data.splits:
+            total = len(data.splits["train"]) + sum(data.dropped.values())
+            too_long, empty = data.dropped[TOO_LONG], data.dropped[EMPTY]
+            log.info("train: dropped %d of %d pairs longer than max_length=%d", too_long, total, self.max_length)
+            if empty:
+                log.info("train: dropped %d of %d pairs empty on both sides", empty, total)
+        for split, count in data.truncated.items():
+            # Cut sources change what is evaluated: say so louder.
+            log.log(
+                logging.WARNING if count else logging.INFO,
+                "%s: %d of %d sources longer than max_length=%d tokens are truncated for decoding; "
+                "references are scored in full",
+                split,
+                count,
+                len(data.splits[split]),
+                self.max_length,
+            )
 
-    def setup(self, stage: str | None = None) -> None:
-        """Load the encoded splits: from the cache when it exists, else tokenize now (and cache)."""
-        if self._data is not None:
-            return
+    def _load_or_build(self) -> None:
+        """Load the cache, or tokenize and write it (replacing a damaged one)."""
         path = self.cache_path()
         data = load_cached(path) if path is not None else None
         if data is not None:
@@ -210,9 +224,24 @@ class Seq2SeqDataModule(L.LightningDataModule):
             self.cache_hit = False
             if path is None:
                 log.info("tokenized the data (caching is off)")
-            elif save_cached(data, path, self._cache_payload()):
+            elif save_cached(data, path, self._cache_payload(), replace=path.exists()):
                 log.info("tokenized the data and wrote the cache %s", path)
+        self._report(data)
         self._data = data
+
+    def prepare_data(self) -> None:
+        """Tokenize and write the cache if it is missing or unreadable (Lightning runs this on one process per node).
+
+        This process keeps what it loaded or built, so its ``setup`` has nothing left to do; the other ranks read
+        the cache in ``setup``.
+        """
+        if self._data is None and self.cache_dir is not None:
+            self._load_or_build()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the encoded splits: from the cache when it exists, else tokenize now (and cache)."""
+        if self._data is None:
+            self._load_or_build()
 
     # --- tokenizers -------------------------------------------------------------------------------------------
 
@@ -283,18 +312,26 @@ class Seq2SeqDataModule(L.LightningDataModule):
 
     # --- data -------------------------------------------------------------------------------------------------
 
-    def dataset(self, split: str) -> Dataset:
-        """The encoded split ``train``, ``val`` or ``test`` (after ``setup``); columns as in ``EncodedData``."""
+    def _encoded(self) -> EncodedData:
         if self._data is None:
             raise RuntimeError("Seq2SeqDataModule: call setup() before asking for data")
-        return self._data.splits[split]
+        return self._data
+
+    def dataset(self, split: str) -> Dataset:
+        """The encoded split ``train``, ``val`` or ``test`` (after ``setup``); columns as in ``EncodedData``."""
+        if split not in self._encoded().splits:
+            raise RuntimeError(f"Seq2SeqDataModule: the {split} split was not encoded (splits={list(self.splits)})")
+        return self._encoded().splits[split]
 
     @property
     def dropped(self) -> dict[str, int]:
-        """Per split, the pairs dropped for exceeding ``max_length`` (after ``setup``)."""
-        if self._data is None:
-            raise RuntimeError("Seq2SeqDataModule: call setup() before asking for data")
-        return dict(self._data.dropped)
+        """Train pairs dropped, per reason: ``empty`` (on both sides) and ``too_long`` (after ``setup``)."""
+        return dict(self._encoded().dropped)
+
+    @property
+    def truncated(self) -> dict[str, int]:
+        """Per val/test split, the sources truncated to ``max_length`` for decoding (after ``setup``)."""
+        return dict(self._encoded().truncated)
 
     def _rank_and_world(self) -> tuple[int, int]:
         if self.trainer is None:
