@@ -170,6 +170,37 @@ def test_malformed_csv_is_a_data_error(tmp_path):
         TabularSource(str(bad), str(paths["val"]), str(paths["test"]), "de", "en").load()
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "line", "fields"),
+    [
+        ("short.csv", 'de,en\na,b\n"c\nd",e\n\nf\ng,h\n', 6, "1 field"),  # a quoted newline, a blank line
+        ("short.tsv", "de\ten\na\tb\nc\n", 3, "1 field"),
+        ("long.csv", "de,en\na,b\nc,d,e,f\n", 3, "4 fields"),
+    ],
+)
+def test_csv_row_with_missing_or_extra_fields_names_file_and_line(tmp_path, name, text, line, fields):
+    paths = tables(tmp_path)
+    bad = write(tmp_path / name, text)
+    with pytest.raises(DataError) as error:
+        TabularSource(str(bad), str(paths["val"]), str(paths["test"]), "de", "en").load()
+    message = str(error.value)
+    assert str(bad) in message and f"line {line} has {fields}" in message and "header has 2" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [('{"de": "a", "en": "b"}\n\n{"de": "c", "en" "d"}\n', 3), ('{"de": "a", "en": "b"}\n[1, 2]\n', 2)],
+)
+def test_malformed_json_lines_names_file_and_line(tmp_path, text, line):
+    paths = tables(tmp_path)
+    bad = write(tmp_path / "bad.jsonl", text)
+    with pytest.raises(DataError) as error:
+        TabularSource(str(bad), str(paths["val"]), str(paths["test"]), "de", "en").load()
+    message = str(error.value)
+    assert f"cannot parse {bad} as JSON Lines: line {line}" in message and "\n" not in message
+
+
 def test_non_utf8_table_is_caught_before_parsing(tmp_path):
     paths = tables(tmp_path)
     bad = tmp_path / "bad.csv"

@@ -70,6 +70,12 @@ def test_missing_column(files, tmp_path):
     assert_one_line_error(result, "source", "question")
 
 
+def test_csv_row_with_a_missing_field_names_the_line(files, tmp_path):
+    files("train.csv", "source,target\na b,b a\nc d\n" + "e f,f e\n" * 40)  # a missing comma on line 3
+    result = train_on_files(tmp_path, f"data.train={tmp_path}/train.csv")
+    assert_one_line_error(result, "train.csv", "line 3 has 1 field, the header has 2")
+
+
 def test_file_that_is_not_utf8(files, tmp_path):
     files("train.de", b"gut\n" + "schön\n".encode("latin-1"))
     files("train.en", "good\nnice\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import glob
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -21,16 +22,24 @@ from datasets import Dataset, DatasetDict, Features, Value
 from seq2seq.data.base import KEY, SPLITS, PairSource, make_splits, pairs_to_dataset
 from seq2seq.data.splitting import split_indices
 from seq2seq.data.synthetic import ReverseSource
-from seq2seq.data.textio import read_lines, read_text
+from seq2seq.data.textio import read_lines, read_text, split_lines
 from seq2seq.errors import ConfigError, DataError
 
 # file suffix -> format understood by read_table
 TABLE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "tsv"}
+FORMAT_NAMES = {"json": "JSON Lines", "csv": "CSV", "tsv": "TSV"}
 
 
 def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception (``datasets`` wraps the parser's error in a generic one)."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    return error
 
 
 # --- line-aligned text files (Moses/fairseq convention) -------------------------------------------------------
@@ -117,19 +126,77 @@ def table_format(path: Path) -> str | None:
     return TABLE_FORMATS.get(path.suffix.lower())
 
 
-def _load_csv(path: Path, text: str, fmt: str) -> Dataset:
-    delimiter = "\t" if fmt == "tsv" else ","
+def _csv_dialect(fmt: str) -> dict[str, object]:
     # TSV has no quoting: a sentence may start with a quote character.
-    quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
-    header = next(csv.reader(io.StringIO(text), delimiter=delimiter, quoting=quoting), [])
+    return (
+        {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
+        if fmt == "tsv"
+        else {"delimiter": ",", "quoting": csv.QUOTE_MINIMAL}
+    )
+
+
+def csv_header(path: Path, text: str, fmt: str) -> list[str]:
+    """The header of a CSV/TSV text, after checking that every row has as many fields as it.
+
+    The parser would fill a short row with empty strings; a missing field is more likely a missing tab or comma.
+
+    Raises:
+        DataError: a row has fewer or more fields than the header (names the file and the line).
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), **_csv_dialect(fmt))
+    header: list[str] | None = None
+    start = 1  # the line a row starts on (a quoted field may span lines)
+    try:
+        for row in reader:
+            if not row:
+                pass  # a blank line, skipped as the parser does
+            elif header is None:
+                header = row
+            elif len(row) != len(header):
+                fields = f"{len(row)} field" + ("s" if len(row) != 1 else "")
+                raise DataError(
+                    f"cannot parse {path} as {FORMAT_NAMES[fmt]}: line {start} has {fields}, the header has "
+                    f"{len(header)}: fix or remove that line"
+                )
+            start = reader.line_num + 1
+    except csv.Error as error:
+        raise DataError(f"cannot parse {path} as {FORMAT_NAMES[fmt]}: line {start}: {error}") from None
+    return header or []
+
+
+def json_problem(text: str) -> str | None:
+    """Where a JSON Lines (or JSON array) text first goes wrong, e.g. ``line 3: Expecting ':' (column 18)``.
+
+    Returns:
+        The line and the reason, or ``None`` when every line is a JSON object (or the text one valid JSON array).
+    """
+    if text.lstrip().startswith("["):  # a .json file holding one array
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as error:
+            return f"line {error.lineno}: {error.msg} (column {error.colno})"
+        return None
+    for number, line in enumerate(split_lines(text), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            return f"line {number}: {error.msg} (column {error.colno})"
+        if not isinstance(value, dict):
+            return f"line {number} is not a JSON object"
+    return None
+
+
+def _load_csv(path: Path, text: str, fmt: str) -> Dataset:
+    header = csv_header(path, text, fmt)
     # Every column as a string: no "NA" -> NaN, no "1" -> int.
     features = Features({name: Value("string") for name in header})
     return datasets.load_dataset(
         "csv",
         data_files=str(path),
         split="train",
-        delimiter=delimiter,
-        quoting=quoting,
+        **_csv_dialect(fmt),
         keep_default_na=False,
         na_filter=False,
         features=features,
@@ -177,9 +244,11 @@ def read_table(path: Path, source_column: str, target_column: str, split: str) -
             table = datasets.load_dataset("json", data_files=str(path), split="train")
         else:
             table = _load_csv(path, text, fmt)
+    except DataError:
+        raise
     except Exception as error:  # the parsers raise many types; all mean a malformed file
-        kind = {"json": "JSON Lines", "csv": "CSV", "tsv": "TSV"}[fmt]
-        raise DataError(f"cannot parse {path} as {kind}: {_first_line(error)}") from None
+        problem = (json_problem(text) if fmt == "json" else None) or _first_line(_root_cause(error))
+        raise DataError(f"cannot parse {path} as {FORMAT_NAMES[fmt]}: {problem}") from None
     return select_pairs(table, source_column, target_column, str(path))
 
 
