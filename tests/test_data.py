@@ -741,3 +741,32 @@ def test_lightning_fit_uses_the_dataloaders():
     trainer.fit(probe, datamodule=dm)
     assert probe.epochs == [0, 1]  # a new batch order every epoch
     assert probe.val_seen == 2 * 37  # every val pair once per epoch
+
+
+def test_batch_to_copies_non_blocking_and_keeps_lengths_on_the_cpu():
+    import torch
+    from lightning_fabric.utilities.apply_func import move_data_to_device
+
+    from seq2seq.data.batching import Batch
+
+    copies: list[dict] = []
+
+    class Recorded(torch.Tensor):
+        """A tensor that records how it is copied (CI has no GPU to copy to)."""
+
+        def to(self, *args, **kwargs):
+            copies.append({"args": args, **kwargs})
+            return self
+
+    def tensor(*values: int) -> torch.Tensor:
+        return torch.tensor([values]).as_subclass(Recorded)
+
+    lengths, index = torch.tensor([2]), torch.tensor([0])
+    batch = Batch(tensor(5, 3), lengths, tensor(2, 6), tensor(6, 3), ["a"], ["b"], index)
+    # Lightning's transfer passes non_blocking to plain tensors only, so Batch.to must ask for it itself
+    moved = move_data_to_device(batch, torch.device("cuda", 0))
+    assert len(copies) == 3 and all(copy["non_blocking"] is True for copy in copies)
+    assert moved.src_lengths is lengths and moved.index is index
+    copies.clear()
+    batch.to("cpu")  # to the host: a blocking copy, so the values are there when read
+    assert len(copies) == 3 and not any(copy["non_blocking"] for copy in copies)

@@ -11,6 +11,9 @@ from torch import Tensor
 
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID
 
+# copies to these are blocking (Lightning's rule in lightning_fabric.utilities.apply_func; MPS for a race bug)
+_BLOCKING_DEVICE_TYPES = ("cpu", "mps")
+
 
 @dataclass
 class Batch:
@@ -36,8 +39,19 @@ class Batch:
     tgt_text: list[str]
     index: Tensor | None = None
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        """A copy with every tensor but ``src_lengths`` and ``index`` on ``device``."""
+    def to(self, device: torch.device | str, non_blocking: bool | None = None) -> Batch:
+        """A copy with every tensor but ``src_lengths`` and ``index`` on ``device``.
+
+        Args:
+            device: where to.
+            non_blocking: ``None`` (what Lightning gets, as it passes ``non_blocking`` to plain tensors only):
+                non-blocking to an accelerator, so a copy from pinned memory overlaps the host's work (kernels
+                queued after it on the stream wait for it); blocking to the CPU or MPS, as Lightning does, where the
+                values would otherwise be read before they arrive.
+        """
+        device = torch.device(device)
+        if non_blocking is None:
+            non_blocking = device.type not in _BLOCKING_DEVICE_TYPES
         move = {"device": device, "non_blocking": non_blocking}
         return replace(
             self,
