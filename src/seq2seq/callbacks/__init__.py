@@ -8,6 +8,7 @@ from seq2seq.callbacks.predictions import PredictionsTable
 from seq2seq.callbacks.progress import ProgressLog
 from seq2seq.callbacks.summary import MultirunSummary, keep_sweeping
 from seq2seq.callbacks.wandb import FinishWandbRun, WandbLogger
+from seq2seq.callbacks.weight_averaging import ema
 
 __all__ = [
     "AttentionPlots",
@@ -19,5 +20,6 @@ __all__ = [
     "ProgressLog",
     "WandbLogger",
     "early_stopping",
+    "ema",
     "keep_sweeping",
 ]
