@@ -20,9 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from seq2seq.data.datamodule import Seq2SeqDataModule
 from seq2seq.errors import ConfigError, DataError
 from seq2seq.utils.cli import load_trained, plain, restore_module, user_errors, write_metrics
+from seq2seq.utils.quiet import quiet_lightning
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 log = logging.getLogger("seq2seq")
+quiet_lightning()
 SPLITS = ("val", "test")
 
 

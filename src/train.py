@@ -17,6 +17,7 @@ from seq2seq.callbacks import keep_sweeping
 from seq2seq.callbacks.launchers import check_sweep_strategy
 from seq2seq.errors import CheckpointError
 from seq2seq.utils.cli import build_module, instantiate_group, load_checkpoint, plain, user_errors, write_metrics
+from seq2seq.utils.quiet import quiet_lightning
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
 # conf/hydra/launcher/submitit_slurm.yaml is complete, so Hydra's (deprecated) check against the plugin's schema is moot
@@ -26,6 +27,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     filter(None, [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")])
 )
 log = logging.getLogger("seq2seq")
+quiet_lightning()
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -29,6 +29,8 @@ class Batch:
         tgt_text: the raw reference sentences (for BLEU on detokenized text).
         index: each pair's row in its split as read (the input order), ``(B,)`` int64 on the CPU; ``None`` for
             batches made outside a split.
+        num_tokens: the target tokens of the batch (``<eos>`` included, padding not), counted on the CPU, so
+            throughput is known without asking the device.
     """
 
     src: Tensor
@@ -38,6 +40,7 @@ class Batch:
     src_text: list[str]
     tgt_text: list[str]
     index: Tensor | None = None
+    num_tokens: int = 0
 
     def to(self, device: torch.device | str, non_blocking: bool | None = None) -> Batch:
         """A copy with every tensor but ``src_lengths`` and ``index`` on ``device``.
@@ -98,4 +101,5 @@ def collate(examples: Sequence[dict[str, Any]], pad_id: int = PAD_ID) -> Batch:
         src_text=[ex["source"] for ex in examples],
         tgt_text=[ex["target"] for ex in examples],
         index=torch.tensor([ex["index"] for ex in examples], dtype=torch.long) if "index" in examples[0] else None,
+        num_tokens=sum(len(ex["tgt_ids"]) + 1 for ex in examples),
     )

@@ -106,10 +106,14 @@ def restore_module(checkpoint: dict[str, Any], trained: DictConfig) -> Seq2SeqMo
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a config group such as ``callbacks`` or ``logger``."""
+    """Instantiate every ``_target_`` entry of a config group such as ``callbacks`` or ``logger``.
+
+    An entry whose target returns ``None`` is off (e.g. ``seq2seq.callbacks.early_stopping`` without a patience).
+    """
     if not group:
         return []
-    return [instantiate(entry) for entry in group.values() if isinstance(entry, DictConfig) and "_target_" in entry]
+    built = [instantiate(entry) for entry in group.values() if isinstance(entry, DictConfig) and "_target_" in entry]
+    return [item for item in built if item is not None]
 
 
 def plain(cfg: DictConfig) -> dict[str, Any]:

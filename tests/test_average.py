@@ -1,0 +1,52 @@
+"""average.py: the mean of several checkpoints is a checkpoint eval.py and translate.py use."""
+
+from __future__ import annotations
+
+import torch
+from conftest import read_metrics, run_cli, run_dirs, translate
+
+
+def perturbed(source, target, scale: float) -> None:
+    checkpoint = torch.load(source, weights_only=True)
+    checkpoint["state_dict"] = {
+        k: v + scale if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()
+    }
+    torch.save(checkpoint, target)
+
+
+def test_average_is_the_mean_and_evaluates(reverse_run, tmp_path):
+    best = reverse_run / "checkpoints" / "best.ckpt"
+    a, b, out = tmp_path / "a.ckpt", tmp_path / "b.ckpt", tmp_path / "avg.ckpt"
+    perturbed(best, a, 0.01)
+    perturbed(best, b, -0.01)
+    run_cli("average", f"ckpt_paths=[{a},{b}]", f"output={out}", log_dir=tmp_path)
+    averaged = torch.load(out, weights_only=True)
+    original = torch.load(best, weights_only=True)["state_dict"]
+    assert averaged["state_dict"].keys() == original.keys()
+    for name, value in original.items():
+        torch.testing.assert_close(averaged["state_dict"][name], value, msg=name)
+    # a normal checkpoint: eval.py scores it like the original, translate.py uses it
+    run_cli("eval", f"ckpt_path={out}", "trainer=cpu", log_dir=tmp_path)
+    run_cli("eval", f"ckpt_path={best}", "trainer=cpu", log_dir=tmp_path)
+    first, second = (read_metrics(run) for run in run_dirs(tmp_path, "eval"))
+    assert first["test/bleu"] == second["test/bleu"]
+    result = translate(out, "t1 t2 t3\n")
+    assert result.returncode == 0 and result.stdout == "t3 t2 t1\n"
+
+
+def test_other_vocabularies_are_refused(reverse_run, tmp_path):
+    best = reverse_run / "checkpoints" / "best.ckpt"
+    other = torch.load(best, weights_only=True)
+    target = other["seq2seq"]["tokenizers"]["target"]
+    other["seq2seq"]["tokenizers"]["target"] = target.replace("t1", "x1")
+    assert other["seq2seq"]["tokenizers"]["target"] != target
+    torch.save(other, tmp_path / "other.ckpt")
+    result = run_cli(
+        "average", f"ckpt_paths=[{best},{tmp_path / 'other.ckpt'}]", f"output={tmp_path}/avg.ckpt",
+        log_dir=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'other.ckpt'} has other vocabularies than {best}: average checkpoints of one run"
+    ]
+    assert not (tmp_path / "avg.ckpt").exists()
