@@ -4,8 +4,10 @@ import itertools
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from seq2seq.decoding import BeamSearch, GreedySearch, SampleSearch
+from seq2seq.decoding.hypotheses import CHECK_EVERY, check_interval
 from seq2seq.errors import ConfigError
 from seq2seq.modules import Seq2Seq
 
@@ -188,7 +190,7 @@ PINNED_SETTINGS = {
             dict(beam_size=5, nbest=3, length_penalty=1.0, max_length=30, max_length_ratio=1.0),
         ),
         "sample": ("SampleSearch", dict(temperature=1.5, top_p=0.9, max_length=10)),
-        "sample top k": ("SampleSearch", dict(top_k=3, max_length=10)),
+        "sample top k": ("SampleSearch", dict(top_k=3, max_length=30)),
     },
     "bahdanau": {
         "greedy": ("GreedySearch", dict(max_length=13)),
@@ -204,7 +206,7 @@ PINNED_SETTINGS = {
             "BeamSearch",
             dict(beam_size=3, nbest=2, length_penalty=0.6, min_length=2, max_length=10),
         ),
-        "sample": ("SampleSearch", dict(temperature=1.5, top_p=0.9, max_length=10)),
+        "sample": ("SampleSearch", dict(temperature=0.7, max_length=30)),
     },
 }
 
@@ -310,18 +312,19 @@ PINNED = {("bahdanau", "beam 3 nbest 2 penalty"): [{"hyps": [[("1 7 9 9 9 9 9 9 
                                  [("7 1 7 1 1 1 1 1 1 1 1 1 3", -14.06151, 9.1487)], [("10 1 3", -3.09146, 7.7999)],
                                  [("3", -1.69123, 13.204)]],
                         "shape": (8, 1, 13)}],
- ("luong", "sample"): [{"hyps": [[("7 10 5 0 8 0 0 0 1 3", -22.51538, 2.2019)], [("3", -1.68884, 35.6866)],
-                                 [("10 4 2 10 5 1 5 5 8 3", -25.07492, 18.609)],
-                                 [("0 0 1 8 4 4 5 0 6 3", -22.86991, 14.4935)], [("2 7 1 3", -6.92237, 30.9232)],
-                                 [("8 0 9 5 6 9 9 7 6 3", -22.31454, 6.8416)], [("10 2 7 3", -8.93012, 6.3585)],
-                                 [("8 8 8 2 1 1 1 3", -13.67354, 13.3595)]],
-                        "shape": (8, 1, 10)},
-                       {"hyps": [[("2 1 1 1 1 5 1 10 1 3", -15.19817, 7.5215)], [("1 3", -3.82089, 42.4951)],
-                                 [("7 3", -6.14503, 18.4955)], [("10 3", -4.26857, 21.7883)],
-                                 [("7 1 10 1 5 10 0 10 5 3", -20.02264, 40.3615)],
-                                 [("7 5 7 5 6 1 5 3", -20.65456, 4.1683)], [("8 3", -4.81734, 7.816)],
-                                 [("9 1 3", -5.0449, 9.805)]],
-                        "shape": (8, 1, 10)}],
+ ("luong", "sample"): [{"hyps": [[("7 10 5 3", -10.72162, 1.6215)], [("3", -1.68884, 79.7217)],
+                                 [("6 6 2 8 2 1 5 5 8 8 2 3", -25.97956, 23.0618)],
+                                 [("0 1 1 8 4 10 2 0 1 3", -13.49947, 35.7204)], [("3", -1.38183, 40.1699)],
+                                 [("8 0 9 5 6 0 7 7 6 1 1 1 1 5 6 1 1 4 3", -36.13654, 13.9082)],
+                                 [("10 3", -2.2286, 15.1626)], [("8 8 8 2 1 4 1 3", -16.49502, 19.0532)]],
+                        "shape": (8, 1, 19)},
+                       {"hyps": [[("4 1 1 1 1 1 1 1 10 1 7 1 1 4 10 1 1 1 1 7 1 1 10 3", -26.5482, 18.5533)],
+                                 [("3", -1.68884, 104.4779)],
+                                 [("1 5 8 0 4 0 5 2 2 2 5 1 1 5 0 10 1 1 1 8 3", -33.85598, 39.5293)],
+                                 [("1 0 10 1 1 1 3", -8.93147, 50.463)], [("1 3", -3.09874, 87.5919)],
+                                 [("7 3", -3.50841, 8.008)], [("10 3", -2.2286, 19.5946)],
+                                 [("7 1 1 3", -4.68745, 22.0581)]],
+                        "shape": (8, 1, 24)}],
  ("none", "beam 1"): [{"hyps": [[("4 8 8 3", -3.95577)], [("1 1 1 1 1 1 1 1 1 3", -11.02165)],
                                 [("1 1 1 1 1 1 1 1 1 3", -12.36307)], [("8 3", -2.33939)],
                                 [("1 1 1 1 1 1 1 1 1 3", -8.09721)], [("1 1 1 1 1 1 1 1 1 3", -10.80125)],
@@ -377,19 +380,20 @@ PINNED = {("bahdanau", "beam 3 nbest 2 penalty"): [{"hyps": [[("1 7 9 9 9 9 9 9 
                                 [("8 3", -1.95442)], [("9 4 8 6 2 1 1 4 8 3", -17.70917)]],
                        "shape": (8, 1, 10)}],
  ("none", "sample top k"): [{"hyps": [[("4 8 3", -3.43262)], [("4 8 8 3", -4.18925)],
-                                      [("6 2 1 8 1 1 6 8 8 3", -14.89761)], [("6 8 8 8 4 4 2 6 4 3", -17.34788)],
-                                      [("1 9 1 9 9 9 5 10 8 3", -15.06372)], [("1 1 9 6 8 3", -7.62302)],
+                                      [("6 2 1 8 1 1 6 8 8 3", -14.89761)],
+                                      [("6 8 8 8 4 4 2 6 4 4 4 8 8 8 3", -23.39149)],
+                                      [("1 9 1 9 9 9 5 10 8 2 3", -17.17171)], [("1 1 9 6 8 3", -7.62302)],
                                       [("6 2 8 3", -4.9243)], [("1 1 1 1 1 4 8 3", -8.63841)]],
-                             "shape": (8, 1, 10)},
-                            {"hyps": [[("1 1 5 1 1 6 2 6 3", -15.16258)], [("1 8 4 8 3", -7.75551)],
-                                      [("10 9 8 8 2 4 4 3", -12.41988)], [("6 3", -4.45126)],
-                                      [("1 1 1 1 1 9 9 8 3", -6.8013)], [("1 1 1 9 6 8 8 4 4 3", -15.02515)],
-                                      [("8 3", -1.95442)], [("9 4 8 3", -5.65251)]],
-                             "shape": (8, 1, 10)}]}
+                             "shape": (8, 1, 15)},
+                            {"hyps": [[("8 1 9 9 4 8 8 8 3", -13.97784)], [("9 8 3", -4.48862)],
+                                      [("10 8 2 8 4 4 8 3", -11.07935)], [("6 8 8 8 3", -6.01202)],
+                                      [("9 9 8 3", -5.18583)], [("1 1 9 8 3", -6.13527)], [("8 6 3", -4.72331)],
+                                      [("1 1 6 8 2 3", -7.66889)]],
+                             "shape": (8, 1, 9)}]}
 # fmt: on
 
 
-@pytest.mark.parametrize("check_every", [None, 1, 3])
+@pytest.mark.parametrize("check_every", [None, 3, 8])  # None: on a CPU, every step
 @pytest.mark.parametrize("attention,name", [(a, n) for a in PINNED_SETTINGS for n in PINNED_SETTINGS[a]])
 def test_outputs_are_pinned(attention, name, check_every):
     classes = {"GreedySearch": GreedySearch, "BeamSearch": BeamSearch, "SampleSearch": SampleSearch}
@@ -399,3 +403,59 @@ def test_outputs_are_pinned(attention, name, check_every):
         for got_row, expected_row in zip(got["hyps"], expected["hyps"], strict=True):
             assert [h[0] for h in got_row] == [h[0] for h in expected_row]
             assert [h[1:] for h in got_row] == [pytest.approx(h[1:], abs=1e-4) for h in expected_row]
+
+
+class HostSyncs(TorchFunctionMode):
+    """Counts the tensor operations that make the host wait for the device: reading a value (``int``, ``bool``,
+    ``.item()``, ``.tolist()``…) and the operations whose output shape depends on values (``nonzero``, boolean
+    masks as indices). On a CPU they cost nothing, but they are the same calls that stall a GPU."""
+
+    READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__int__}
+    READS |= {torch.Tensor.__float__, torch.Tensor.__index__, torch.Tensor.nonzero, torch.nonzero}
+    READS |= {torch.Tensor.masked_select, torch.masked_select, torch.unique, torch.Tensor.unique}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.READS:
+            self.count += 1
+        elif func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__):
+            index = args[1] if isinstance(args[1], tuple) else (args[1],)
+            self.count += any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(
+    "search",
+    [
+        GreedySearch(max_length=40),
+        SampleSearch(temperature=0.2, max_length=40),
+        BeamSearch(beam_size=3, nbest=2, length_penalty=0.6, max_length=40),
+        BeamSearch(beam_size=4, length_penalty=1.0, max_length=40),
+    ],
+    ids=["greedy", "sample", "beam nbest", "beam"],
+)
+def test_decoding_waits_for_the_device_once_every_few_steps(search):
+    model, (src, lengths) = pinned_model("none"), random_sources(batch=8, seed=5)
+    search.check_every = CHECK_EVERY  # an accelerator's cadence (a CPU looks every step: it never waits)
+    torch.manual_seed(0)
+    with HostSyncs() as syncs:
+        found = search(model, src, lengths, SOS, EOS, PAD)
+    steps = found.tokens.size(1)
+    assert steps >= 24  # long enough for per-step checks to show
+    # the encoder's packed RNN reads its batch sizes (a CPU tensor) once, the limits are read once, then one look
+    # every 8 steps (a beam's compaction costs nothing more)
+    assert syncs.count <= 1 + 1 + -(-steps // CHECK_EVERY)
+    search.check_every = 1  # the counter sees the looks: every step has one
+    torch.manual_seed(0)
+    with HostSyncs() as syncs:
+        assert torch.equal(search(model, src, lengths, SOS, EOS, PAD).tokens, found.tokens)
+    assert syncs.count >= steps
+
+
+def test_check_interval_is_every_step_on_cpu_only():
+    assert check_interval(torch.device("cpu")) == 1
+    assert check_interval(torch.device("cuda")) == CHECK_EVERY == 8
+    assert check_interval(torch.device("cpu"), 3) == check_interval(torch.device("cuda", 1), 3) == 3
