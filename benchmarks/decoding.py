@@ -36,7 +36,7 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 from seq2seq.data.batching import pad_sequences  # noqa: E402
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, encode_batch, tokenizer_from_str  # noqa: E402
 from seq2seq.decoding import BeamSearch, GreedySearch  # noqa: E402
-from seq2seq.decoding.greedy import max_decode_lengths  # noqa: E402
+from seq2seq.decoding.hypotheses import max_decode_lengths  # noqa: E402
 from seq2seq.modules import Seq2Seq  # noqa: E402
 from seq2seq.utils.cli import load_trained, restore_module  # noqa: E402
 

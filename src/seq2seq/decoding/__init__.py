@@ -1,7 +1,8 @@
 """Decoding strategies (``decoding=`` config group): each is a callable returning `Hypotheses`."""
 
 from seq2seq.decoding.beam import BeamSearch
-from seq2seq.decoding.greedy import GreedySearch, Hypotheses
+from seq2seq.decoding.greedy import GreedySearch
+from seq2seq.decoding.hypotheses import Hypotheses
 from seq2seq.decoding.sampling import SampleSearch
 
 __all__ = ["BeamSearch", "GreedySearch", "Hypotheses", "SampleSearch"]

@@ -1,10 +1,18 @@
-"""Batched beam search over sentences × beams, with GNMT length penalty and n-best lists."""
+"""Batched beam search over sentences × beams, with GNMT length penalty and n-best lists.
+
+Apart, as in fairseq: the search policy (`select_candidates`, top-k over beams × vocabulary), the hypotheses
+(`BeamSearch` extends, finishes and continues them), the model's state (reordered after each step) and the loop
+(`BeamSearch.search`), which also retires done sentences from the batch.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from operator import itemgetter
+
 import torch
 
-from seq2seq.decoding.greedy import Hypotheses, max_decode_lengths
+from seq2seq.decoding.hypotheses import Hypotheses, check_interval, max_decode_lengths
 from seq2seq.errors import ConfigError
 from seq2seq.modules import Seq2Seq
 
@@ -27,6 +35,61 @@ def banned_ngram_tokens(history: torch.Tensor, n: int, vocab_size: int) -> torch
     return banned.scatter_add_(1, ngrams[:, :, -1], matches.float()).bool()
 
 
+def select_candidates(
+    log_probs: torch.Tensor, beam_scores: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The search policy: each sentence's ``n`` best continuations over its beams × vocabulary.
+
+    Args:
+        log_probs: next-token log-probabilities of every beam (B·K, V).
+        beam_scores: summed log-probabilities of the beams (B, K).
+        n: continuations kept per sentence (at most K·V).
+
+    Returns:
+        Their summed log-probabilities, the beams they continue and their tokens, each (B, n), best first.
+    """
+    batch = beam_scores.size(0)
+    # The best continuations of each beam first (a global top-n is always among its row's top n),
+    # so the scores are only added for those: (B·K, n) instead of (B·K, V).
+    row_log_probs, row_tokens = log_probs.topk(min(n, log_probs.size(-1)), dim=-1)  # (B·K, n)
+    row_scores = (row_log_probs + beam_scores.view(-1, 1)).view(batch, -1)  # (B, K·n)
+    scores, index = row_scores.topk(n, dim=-1)  # (B, n)
+    return scores, index // row_tokens.size(1), row_tokens.view(batch, -1).gather(1, index)
+
+
+def take(hypotheses: Hypotheses, index: torch.Tensor, scores: torch.Tensor) -> Hypotheses:
+    """Of each sentence's hypotheses (B, K, …), those at ``index`` (B, n), with their new ``scores`` (B, n)."""
+    attention = hypotheses.attention
+    return Hypotheses(
+        hypotheses.tokens.take_along_dim(index[:, :, None], dim=1),  # (B, n, L)
+        scores,
+        None if attention is None else attention.take_along_dim(index[:, :, None, None], dim=1),  # (B, n, L, S)
+    )
+
+
+def concat(first: Hypotheses, second: Hypotheses) -> Hypotheses:
+    """Both sets of hypotheses of each sentence: (B, n + m, …)."""
+    attention = None if first.attention is None else torch.cat([first.attention, second.attention], dim=1)
+    return Hypotheses(
+        torch.cat([first.tokens, second.tokens], dim=1), torch.cat([first.scores, second.scores], dim=1), attention
+    )
+
+
+@dataclass
+class Beams:
+    """The search over the sentences still in the batch (B of them), apart from the model's state."""
+
+    sentence_ids: torch.Tensor  # (B,): each sentence's position in the input batch
+    limits: torch.Tensor  # (B,): its length limit
+    live: Hypotheses  # (B, K, L) tokens so far, (B, K) summed log-probabilities, (B, K, L, S) attention
+    finished: Hypotheses  # (B, nbest, L), (B, nbest) length-penalized scores, best first, (B, nbest, L, S)
+
+    def select(self, index: torch.Tensor) -> Beams:
+        """The sentences at ``index`` (B',)."""
+        pick = itemgetter(index)  # tensor -> tensor[index]
+        return Beams(pick(self.sentence_ids), pick(self.limits), self.live.map(pick), self.finished.map(pick))
+
+
 class BeamSearch:
     """Beam search batched over sentences × beams (``decoding=beam``).
 
@@ -43,6 +106,8 @@ class BeamSearch:
         min_length: ``<eos>`` is not allowed before this many tokens (``<eos>`` included).
         no_repeat_ngram_size: forbid repeating any n-gram of this size (0 = off).
     """
+
+    check_every: int | None = None  # steps between two looks at which sentences are done; None: `check_interval`
 
     def __init__(
         self,
@@ -78,119 +143,156 @@ class BeamSearch:
         model the attention weights (B, nbest, L, S)."""
         batch, beam, device = src.size(0), self.beam_size, src.device
         limits = max_decode_lengths(src_lengths, self.max_length, self.max_length_ratio).to(device)
-        max_steps, shortest_limit = int(limits.max()), int(limits.min())
+        max_steps, shortest_limit = torch.stack((limits.max(), limits.min())).tolist()
         encoded = model.encode(src, src_lengths).index_select(
             torch.arange(batch, device=device).repeat_interleave(beam)
         )
         state = encoded.state
-        tokens = torch.full((batch * beam,), sos_id, dtype=torch.long, device=device)
-        history = torch.full((batch, beam, max_steps), pad_id, dtype=torch.long, device=device)
-        # Only the first beam is alive at the start: the others would duplicate it.
-        beam_scores = torch.full((batch, beam), float("-inf"), device=device)
-        beam_scores[:, 0] = 0.0
-        finished_tokens = torch.full((batch, self.nbest, max_steps), pad_id, dtype=torch.long, device=device)
-        finished_scores = torch.full((batch, self.nbest), float("-inf"), device=device)
-        # Attention weights travel with the tokens: (B, K, L, S) live, (B, nbest, L, S) finished.
-        with_attention = model.has_attention
-        if with_attention:
-            attention = encoded.memory.new_zeros(batch, beam, max_steps, src.size(1))
-            finished_attention = encoded.memory.new_zeros(batch, self.nbest, max_steps, src.size(1))
-        batch_index = torch.arange(batch, device=device)[:, None]
-        # Finished sentences leave the batch; their n-best lists are collected here by original position.
-        sentence_ids = torch.arange(batch, device=device)
-        out_tokens, out_scores = finished_tokens.clone(), finished_scores.clone()
-        out_attention = finished_attention.clone() if with_attention else None
-
+        tokens = torch.full((batch * beam,), sos_id, dtype=torch.long, device=device)  # (B·K,)
+        beams = self.start(limits, max_steps, pad_id, encoded.memory if model.has_attention else None, src.size(1))
+        # Done sentences leave the batch; their n-best lists are collected here, by input position.
+        out = beams.finished.map(torch.clone)
+        # Steps after which some sentence was not done yet: once all are, it is the index of that step.
+        undone_steps = torch.zeros((), dtype=torch.long, device=device)
+        length, check_every = max_steps, check_interval(device, self.check_every)
         for t in range(max_steps):
             logits, state, weights = model.decode_step(tokens, state, encoded)  # (B·K, V), …, (B·K, S)
             # One fused pass; on CPU it is about twice as fast as a separate logsumexp normalizer.
-            log_probs = logits.float().log_softmax(-1)  # (B·K, V)
-            vocab = log_probs.size(-1)
-            if t + 1 < self.min_length:
-                log_probs[:, eos_id] = float("-inf")
-            if self.no_repeat_ngram_size:
-                banned = banned_ngram_tokens(
-                    history[:, :, :t].reshape(batch * beam, t), self.no_repeat_ngram_size, vocab
-                )
-                log_probs = log_probs.masked_fill(banned, float("-inf"))
-            # At its length limit a sentence may only end (checked on the host: no sync, no pass when none is).
-            if t + 1 >= shortest_limit:
-                at_limit = (limits <= t + 1).repeat_interleave(beam)  # (B·K,)
-                eos_log_probs = log_probs[:, eos_id]  # masked_fill below makes a new tensor
-                log_probs = log_probs.masked_fill(at_limit[:, None], float("-inf"))
-                log_probs[:, eos_id] = eos_log_probs
-
-            # The best continuations of each beam first (a global top-n is always among its row's top n),
-            # so the scores are only added for those: (B·K, n) instead of (B·K, V).
-            n = min(2 * beam, beam * vocab)
-            row_log_probs, row_tokens = log_probs.topk(min(n, vocab), dim=-1)  # (B·K, n)
-            row_scores = (row_log_probs + beam_scores.view(-1, 1)).view(batch, -1)  # (B, K·n)
-            cand_scores, cand_index = row_scores.topk(n, dim=-1)  # (B, 2K)
-            cand_beam = cand_index // row_tokens.size(1)
-            cand_token = row_tokens.view(batch, -1).gather(1, cand_index)
-            cand_history = history.gather(1, cand_beam[:, :, None].expand(-1, -1, max_steps))  # a new tensor
-            cand_history[:, :, t] = cand_token  # (B, 2K, L)
-            if with_attention:
-                cand_attention = attention[batch_index, cand_beam]  # (B, 2K, L, S)
-                cand_attention[:, :, t] = weights.view(batch, beam, -1)[batch_index, cand_beam]
-
-            # Set aside the <eos> candidates among the top K, ranked with the length penalty.
-            is_eos = (cand_token == eos_id) & torch.isfinite(cand_scores)
-            ending = is_eos.clone()
-            ending[:, beam:] = False
-            ending_scores = torch.where(ending, cand_scores / length_penalty(t + 1.0, self.alpha), float("-inf"))
-            pool_scores = torch.cat([finished_scores, ending_scores], dim=1)  # (B, nbest + 2K)
-            pool_tokens = torch.cat([finished_tokens, cand_history], dim=1)
-            finished_scores, keep = pool_scores.topk(self.nbest, dim=1)
-            finished_tokens = pool_tokens[batch_index, keep]
-            if with_attention:
-                finished_attention = torch.cat([finished_attention, cand_attention], dim=1)[batch_index, keep]
-
-            # The K best candidates that did not end continue.
-            live_scores = cand_scores.masked_fill(is_eos, float("-inf"))
-            beam_scores, live = live_scores.topk(beam, dim=1)  # (B, K)
-            source_beam = cand_beam.gather(1, live)
-            history = cand_history[batch_index, live]
-            if with_attention:
-                attention = cand_attention[batch_index, live]
-            tokens = cand_token.gather(1, live).view(-1)
-            reorder = (source_beam + batch_index * beam).view(-1)  # (B·K,)
-            state = state.index_select(reorder)
-
-            # Done: nbest finished, and no live hypothesis can still beat the worst of them.
-            best_live = (
-                beam_scores[:, 0] / length_penalty(limits.float(), self.alpha) if self.alpha else beam_scores[:, 0]
-            )
-            done = finished_scores[:, -1] >= best_live
-            n_done = int(done.sum())  # the step's one host sync
-            if n_done == batch:
-                break
-            # A done sentence stays done (live scores only fall), so it can wait until a quarter of the batch is
-            # done; then the done ones leave, and every later step costs less.
-            if n_done * 4 >= batch:
-                ids = sentence_ids[done]
-                out_tokens[ids], out_scores[ids] = finished_tokens[done], finished_scores[done]
-                keep = (~done).nonzero().squeeze(1)  # (B',)
-                rows = (keep[:, None] * beam + torch.arange(beam, device=device)).view(-1)  # (B'·K,)
-                sentence_ids, limits, beam_scores, history = (
-                    sentence_ids[keep],
-                    limits[keep],
-                    beam_scores[keep],
-                    history[keep],
-                )
-                finished_tokens, finished_scores = finished_tokens[keep], finished_scores[keep]
-                if with_attention:
-                    out_attention[ids] = finished_attention[done]
-                    attention, finished_attention = attention[keep], finished_attention[keep]
-                tokens, state, encoded = tokens[rows], state.index_select(rows), encoded.index_select(rows)
-                batch = keep.numel()
-                batch_index = torch.arange(batch, device=device)[:, None]
-        out_tokens[sentence_ids], out_scores[sentence_ids] = finished_tokens, finished_scores
-        if with_attention:
-            out_attention[sentence_ids] = finished_attention
+            log_probs = self.constrain(logits.float().log_softmax(-1), t, beams, shortest_limit, eos_id)  # (B·K, V)
+            beams, tokens, rows = self.step(beams, log_probs, weights, t, eos_id)
+            state = state.index_select(rows)
+            done = self.done(beams)  # (B,)
+            undone_steps += ~done.all()
+            if (t + 1) % check_every == 0 or t + 1 == max_steps:
+                n_done, undone = torch.stack((done.sum(), undone_steps)).tolist()  # the loop's one host sync
+                if undone <= t:  # all were done after step `undone`; the steps since changed no n-best list
+                    length = undone + 1
+                    break
+                # A done sentence stays done (live scores only fall), so it can wait until a quarter of the batch
+                # is done; then the done ones leave, and every later step costs less.
+                if n_done * 4 >= done.numel():
+                    beams, rows = self.retire(beams, done, n_done, out)
+                    tokens, state, encoded = tokens[rows], state.index_select(rows), encoded.index_select(rows)
+        self.store(out, beams)
         return Hypotheses(
-            out_tokens[:, :, : t + 1], out_scores, out_attention[:, :, : t + 1] if with_attention else None
+            out.tokens[:, :, :length], out.scores, None if out.attention is None else out.attention[:, :, :length]
         )
+
+    def start(
+        self, limits: torch.Tensor, max_steps: int, pad_id: int, memory: torch.Tensor | None, source_length: int
+    ) -> Beams:
+        """The search before the first step: only the first beam of each sentence is alive (the others would
+        duplicate it) and nothing is finished; with attention weights (``memory``'s dtype) when given a memory."""
+        batch, beam, nbest, device = limits.size(0), self.beam_size, self.nbest, limits.device
+        live_scores = torch.full((batch, beam), float("-inf"), device=device)
+        live_scores[:, 0] = 0.0
+
+        def empty(n: int, scores: torch.Tensor) -> Hypotheses:
+            tokens = torch.full((batch, n, max_steps), pad_id, dtype=torch.long, device=device)
+            attention = None if memory is None else memory.new_zeros(batch, n, max_steps, source_length)
+            return Hypotheses(tokens, scores, attention)
+
+        finished = empty(nbest, torch.full((batch, nbest), float("-inf"), device=device))
+        return Beams(torch.arange(batch, device=device), limits, empty(beam, live_scores), finished)
+
+    def constrain(
+        self, log_probs: torch.Tensor, t: int, beams: Beams, shortest_limit: int, eos_id: int
+    ) -> torch.Tensor:
+        """The step-``t`` log-probabilities (B·K, V) with what may not come next at -inf: ``<eos>`` before
+        ``min_length``, repeated n-grams, and anything but ``<eos>`` at a sentence's length limit."""
+        if t + 1 < self.min_length:
+            log_probs[:, eos_id] = float("-inf")
+        if self.no_repeat_ngram_size:
+            history = beams.live.tokens[:, :, :t].reshape(log_probs.size(0), t)  # (B·K, t)
+            banned = banned_ngram_tokens(history, self.no_repeat_ngram_size, log_probs.size(-1))
+            log_probs = log_probs.masked_fill(banned, float("-inf"))
+        # At its length limit a sentence may only end (checked on the host: no sync, no pass when none is).
+        if t + 1 >= shortest_limit:
+            at_limit = (beams.limits <= t + 1).repeat_interleave(self.beam_size)  # (B·K,)
+            eos_log_probs = log_probs[:, eos_id]  # masked_fill below makes a new tensor
+            log_probs = log_probs.masked_fill(at_limit[:, None], float("-inf"))
+            log_probs[:, eos_id] = eos_log_probs
+        return log_probs
+
+    def step(
+        self, beams: Beams, log_probs: torch.Tensor, weights: torch.Tensor | None, t: int, eos_id: int
+    ) -> tuple[Beams, torch.Tensor, torch.Tensor]:
+        """Step ``t`` of the search, given the next-token ``log_probs`` (B·K, V) and attention ``weights``
+        (B·K, S) of the live hypotheses: the new beams, their last tokens (B·K,) and the rows of the model state
+        they continue (B·K,)."""
+        n = min(2 * self.beam_size, self.beam_size * log_probs.size(-1))
+        scores, sources, tokens = select_candidates(log_probs, beams.live.scores, n)  # (B, 2K)
+        candidates = self.extend(beams.live, scores, sources, tokens, weights, t)  # (B, 2K, L)
+        is_eos = (tokens == eos_id) & torch.isfinite(scores)
+        finished = self.finish(beams.finished, candidates, is_eos, t)  # (B, nbest, L)
+        live, kept = self.continue_(candidates, is_eos)  # (B, K, L), (B, K)
+        beams = Beams(beams.sentence_ids, beams.limits, live, finished)
+        return beams, tokens.gather(1, kept).view(-1), self.beam_rows(sources.gather(1, kept))
+
+    def extend(
+        self,
+        live: Hypotheses,
+        scores: torch.Tensor,
+        sources: torch.Tensor,
+        tokens: torch.Tensor,
+        weights: torch.Tensor | None,
+        t: int,
+    ) -> Hypotheses:
+        """The candidates (B, 2K, L): the live hypotheses ``sources`` (B, 2K), with ``tokens`` (B, 2K) and their
+        attention ``weights`` (B·K, S) as step ``t``, and their ``scores`` (B, 2K)."""
+        candidates = take(live, sources, scores)  # new tensors
+        candidates.tokens[:, :, t] = tokens
+        if candidates.attention is not None:
+            step_weights = weights.view(sources.size(0), self.beam_size, -1)  # (B, K, S)
+            candidates.attention[:, :, t] = step_weights.take_along_dim(sources[:, :, None], dim=1)
+        return candidates
+
+    def finish(self, finished: Hypotheses, candidates: Hypotheses, is_eos: torch.Tensor, t: int) -> Hypotheses:
+        """Move the candidates that end (``is_eos``, (B, 2K)) among the top K into the n-best lists, ranked by
+        their length-penalized scores."""
+        ending = is_eos.clone()
+        ending[:, self.beam_size :] = False
+        ending_scores = torch.where(ending, candidates.scores / length_penalty(t + 1.0, self.alpha), float("-inf"))
+        pool = concat(finished, Hypotheses(candidates.tokens, ending_scores, candidates.attention))  # (B, nbest + 2K)
+        scores, best = pool.scores.topk(self.nbest, dim=1)  # (B, nbest)
+        return take(pool, best, scores)
+
+    def continue_(self, candidates: Hypotheses, is_eos: torch.Tensor) -> tuple[Hypotheses, torch.Tensor]:
+        """The K best candidates that did not end (B, K, L), and their positions among the candidates (B, K)."""
+        scores, kept = candidates.scores.masked_fill(is_eos, float("-inf")).topk(self.beam_size, dim=1)
+        return take(candidates, kept, scores), kept
+
+    def done(self, beams: Beams) -> torch.Tensor:
+        """Whether each sentence (B,) is done: nbest finished, and no live hypothesis can still beat the worst."""
+        best_live = beams.live.scores[:, 0]
+        if self.alpha:  # the most a live hypothesis could still score: at its limit, where the penalty is largest
+            best_live = best_live / length_penalty(beams.limits.float(), self.alpha)
+        return beams.finished.scores[:, -1] >= best_live
+
+    def retire(self, beams: Beams, done: torch.Tensor, n_done: int, out: Hypotheses) -> tuple[Beams, torch.Tensor]:
+        """Move the n-best lists of the ``n_done`` sentences ``done`` (B,) into ``out`` and drop them from the
+        batch: the beams left (B' sentences) and the rows of the model state they keep (B'·K,)."""
+        order = done.int().argsort(stable=True)  # the sentences left first, then the done ones, each in batch order
+        left, gone = order[: done.numel() - n_done], order[done.numel() - n_done :]  # no host sync: n_done is known
+        self.store(out, beams.select(gone))
+        return beams.select(left), self.sentence_rows(left)
+
+    def beam_rows(self, beams: torch.Tensor) -> torch.Tensor:
+        """The model state's rows (B·K,) of each sentence's ``beams`` (B, K)."""
+        sentences = torch.arange(beams.size(0), device=beams.device)[:, None]
+        return (beams + sentences * self.beam_size).view(-1)
+
+    def sentence_rows(self, sentences: torch.Tensor) -> torch.Tensor:
+        """The model state's rows (B'·K,) of the beams of ``sentences`` (B',)."""
+        return (sentences[:, None] * self.beam_size + torch.arange(self.beam_size, device=sentences.device)).view(-1)
+
+    @staticmethod
+    def store(out: Hypotheses, beams: Beams) -> None:
+        """Write the n-best lists of ``beams``' sentences into ``out`` at their input positions."""
+        out.tokens[beams.sentence_ids] = beams.finished.tokens
+        out.scores[beams.sentence_ids] = beams.finished.scores
+        if out.attention is not None:
+            out.attention[beams.sentence_ids] = beams.finished.attention
 
     def __call__(
         self, model: Seq2Seq, src: torch.Tensor, src_lengths: torch.Tensor, sos_id: int, eos_id: int, pad_id: int

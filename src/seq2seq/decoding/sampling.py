@@ -5,13 +5,26 @@ from __future__ import annotations
 import torch
 
 from seq2seq.decoding.greedy import GreedySearch
+from seq2seq.decoding.hypotheses import Hypotheses, check_interval
 from seq2seq.errors import ConfigError
+from seq2seq.modules import Seq2Seq
+
+
+def default_generator(device: torch.device) -> torch.Generator | None:
+    """The generator ``torch.multinomial`` draws from on ``device`` (None where we do not know it)."""
+    if device.type == "cpu":
+        return torch.default_generator
+    if device.type == "cuda":
+        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    return None
 
 
 class SampleSearch(GreedySearch):
     """Sample each next token (``decoding=sample``); reproducible through torch's seeded generator.
 
-    Scores are the model's log-probabilities of the sampled tokens, before any filtering.
+    Scores are the model's log-probabilities of the sampled tokens, before any filtering. Decoding draws from the
+    generator exactly as if it had stopped at the step where the last sentence ended, so a seeded run samples the
+    same tokens however its batches end.
 
     Args:
         temperature: divides the logits; < 1 sharpens, > 1 flattens.
@@ -50,3 +63,22 @@ class SampleSearch(GreedySearch):
             drop = cumulative - sorted_logits.softmax(-1) >= self.top_p
             logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
         return torch.multinomial(logits.softmax(-1), 1).squeeze(1)
+
+    @torch.no_grad()
+    def __call__(
+        self, model: Seq2Seq, src: torch.Tensor, src_lengths: torch.Tensor, sos_id: int, eos_id: int, pad_id: int
+    ) -> Hypotheses:
+        """Sample for the batch ``src`` (B, S) of lengths ``src_lengths`` (B,)."""
+        check_every, generator = check_interval(src.device, self.check_every), default_generator(src.device)
+        if check_every == 1 or generator is None:  # no steps after the last <eos>, or no way to rewind their draws
+            return self.decode(model, src, src_lengths, sos_id, eos_id, pad_id, self.choose, 1)
+        after_step = []  # the generator's state after each step's draw
+
+        def choose(log_probs: torch.Tensor) -> torch.Tensor:
+            chosen = self.choose(log_probs)
+            after_step.append(generator.get_state())
+            return chosen
+
+        found = self.decode(model, src, src_lengths, sos_id, eos_id, pad_id, choose, check_every)
+        generator.set_state(after_step[found.tokens.size(1) - 1])  # undo the draws after the last sentence ended
+        return found
