@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from seq2seq.callbacks import keep_sweeping
 from seq2seq.callbacks.launchers import check_sweep_strategy
+from seq2seq.config_checks import check_hyperparameters
 from seq2seq.errors import CheckpointError
 from seq2seq.utils.cli import build_module, instantiate_group, load_checkpoint, plain, user_errors, write_metrics
 from seq2seq.utils.quiet import quiet_lightning
@@ -33,6 +34,7 @@ quiet_lightning()
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit on the train split, then evaluate the best checkpoint on val and test; return the metrics."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
+    check_hyperparameters(cfg)  # before any data is read
     check_sweep_strategy(cfg.trainer)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)

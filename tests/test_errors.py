@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import re
 
 import pytest
-from conftest import run_cli, run_dirs
+from conftest import ROOT, run_cli, run_dirs
 
 FAST = ["trainer=cpu", "debug=fast", "logger=csv", "model.hidden_size=8", "model.embedding_dim=8"]
 
@@ -164,3 +165,88 @@ def test_eval_data_of_another_language_pair_leaves_the_run_alone(reverse_run, tm
     assert_one_line_error(result, "de→en", "tok→tok")
     after = {p: p.stat().st_mtime_ns for p in reverse_run.rglob("*") if p.is_file()}
     assert before == after
+
+
+# --- hyperparameters: checked against one table before any data is read -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides,fragments",
+    [
+        (["optimizer.lr=abc"], ["optimizer.lr='abc'", "a number > 0"]),
+        (["model.dropout=1.5"], ["model.dropout=1.5", "[0, 1)"]),
+        (["model.hidden_size=-5"], ["model.hidden_size=-5", "an integer >= 1"]),
+    ],
+)
+def test_bad_hyperparameters_fail_before_the_data_is_read(overrides, fragments, tmp_path):
+    cache = tmp_path / "cache"
+    result = run_cli("train", *FAST, f"data.cache_dir={cache}", *overrides, log_dir=tmp_path, check=False)
+    assert_one_line_error(result, *fragments)
+    assert not cache.exists()  # the data would be prepared (and cached) first
+
+
+@pytest.mark.parametrize(
+    "override,fragments",
+    [
+        ("optimizer.weight_decay=-0.1", ["optimizer.weight_decay=-0.1", ">= 0"]),
+        ("model.embedding_dim=2.5", ["model.embedding_dim=2.5", "an integer >= 1"]),
+        ("model.num_layers=0", ["model.num_layers=0", "an integer >= 1"]),
+        ("model.decoder_hidden_size=0", ["model.decoder_hidden_size=0", "null or an integer >= 1"]),
+        ("data.batch_size=0", ["data.batch_size=0"]),
+        ("data.max_length=-1", ["data.max_length=-1"]),
+        ("data.vocab_size=big", ["data.vocab_size='big'"]),
+        ("trainer.max_epochs=0", ["trainer.max_epochs=0", "-1 for no limit"]),
+        ("trainer.gradient_clip_val=-1", ["trainer.gradient_clip_val=-1", "null or a number >= 0"]),
+        ("model.dropout=true", ["model.dropout=True", "[0, 1)"]),
+        ("teacher_forcing.ratio=1.2", ["teacher_forcing.ratio=1.2", "[0, 1]"]),
+        ("decoding=beam decoding.beam_size=0", ["decoding.beam_size=0", "an integer >= 1"]),
+        ("scheduler=inverse_sqrt scheduler.warmup_steps=-1", ["scheduler.warmup_steps=-1", "an integer >= 0"]),
+    ],
+)
+def test_hyperparameter_table(override, fragments):
+    from hydra import compose, initialize_config_dir
+
+    from seq2seq.config_checks import check_hyperparameters
+    from seq2seq.errors import ConfigError
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train.yaml", overrides=override.split())
+    with pytest.raises(ConfigError) as error:
+        check_hyperparameters(cfg)
+    for fragment in fragments:
+        assert fragment in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "overrides,fragment",
+    [
+        (["decoding=beam", "decoding.nbest=9"], "decoding.nbest must be between 1 and decoding.beam_size (5)"),
+        (["teacher_forcing=exponential", "teacher_forcing.decay=1.5"], "teacher_forcing.decay must be in (0, 1)"),
+        (["scheduler=plateau", "scheduler.factor=2"], "scheduler.factor=2"),
+        (["scheduler=exponential", "scheduler.interval=batch"], "scheduler.interval='batch'"),
+        (["experiment=reverse", "scheduler=cosine"], "scheduler.gamma is not an option"),
+    ],
+)
+def test_checks_across_keys_run_before_the_data_too(overrides, fragment):
+    from hydra import compose, initialize_config_dir
+
+    from seq2seq.config_checks import check_hyperparameters
+    from seq2seq.errors import ConfigError
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train.yaml", overrides=overrides)
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        check_hyperparameters(cfg)
+
+
+def test_default_and_recipe_configs_pass_the_checks():
+    from hydra import compose, initialize_config_dir
+
+    from seq2seq.config_checks import check_hyperparameters
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for overrides in ([], ["experiment=reverse"], ["experiment=multi30k_bahdanau"], ["experiment=multi30k_luong"]):
+            for option in ("none", "plateau", "exponential", "cosine", "inverse_sqrt", "linear"):
+                if overrides and option != "none" and overrides[0] == "experiment=reverse":
+                    continue  # the reverse recipe sets the exponential's gamma
+                check_hyperparameters(compose("train.yaml", overrides=[*overrides, f"scheduler={option}"]))

@@ -12,6 +12,7 @@ from seq2seq.data.batching import Batch
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, decode, tokenizer_from_str
 from seq2seq.metrics import Seq2SeqMetrics
 from seq2seq.modules import Seq2Seq
+from seq2seq.schedulers import LRSchedule
 from seq2seq.teacher_forcing import Schedule
 
 CHECKPOINT_KEY = "seq2seq"
@@ -26,7 +27,7 @@ class Seq2SeqModule(LightningModule):
         teacher_forcing: the ratio schedule, called each training step.
         decoding: the strategy that turns sources into hypotheses for val/test/predict.
         optimizer: a partial taking the parameters (``_partial_: true`` in the config).
-        scheduler: an optional partial taking the optimizer.
+        scheduler: the optional LR schedule (`seq2seq.schedulers.lr_schedule` of the ``scheduler`` config).
         tokenizers: ``{"source": json, "target": json}``, saved into every checkpoint.
         config: the resolved run config as plain containers, saved into every checkpoint.
     """
@@ -39,14 +40,14 @@ class Seq2SeqModule(LightningModule):
         optimizer: Callable,
         tokenizers: dict[str, str],
         config: dict[str, Any],
-        scheduler: Callable | None = None,
+        scheduler: LRSchedule | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.teacher_forcing = teacher_forcing
         self.decoding = decoding
         self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        self.lr_schedule = scheduler
         self.tokenizers = tokenizers
         self.config = config
         self.target_tokenizer = tokenizer_from_str(tokenizers["target"])
@@ -70,6 +71,10 @@ class Seq2SeqModule(LightningModule):
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         if grads:
             self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads), batch_size=1)
+        # The LR this step applies. A float given to self.log is copied to the device with a host sync;
+        # torch.full passes it to a kernel as an argument instead.
+        lr = torch.full((), optimizer.param_groups[0]["lr"], device=self.device)
+        self.log("train/lr", lr, batch_size=1)
 
     def translate(self, src: torch.Tensor, src_lengths: torch.Tensor) -> list[str]:
         """Decode a source batch with the configured strategy into detokenized strings."""
@@ -117,13 +122,9 @@ class Seq2SeqModule(LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
+        if self.lr_schedule is None:
             return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"},
-        }
+        return {"optimizer": optimizer, "lr_scheduler": self.lr_schedule.lightning_config(optimizer, self.trainer)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Plain containers only, so torch.load(weights_only=True) can read the checkpoint.

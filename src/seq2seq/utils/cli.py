@@ -18,6 +18,7 @@ from omegaconf.errors import MissingMandatoryValue
 from seq2seq.data.tokenizers import PAD_ID, tokenizer_from_str
 from seq2seq.errors import CheckpointError, ConfigError, Seq2SeqError
 from seq2seq.lit_module import CHECKPOINT_KEY, Seq2SeqModule
+from seq2seq.schedulers import lr_schedule
 
 log = logging.getLogger("seq2seq")
 
@@ -74,13 +75,12 @@ def build_module(cfg: DictConfig, tokenizers: dict[str, str], config: dict[str, 
         tgt_vocab_size=tokenizer_from_str(tokenizers["target"]).get_vocab_size(),
         pad_id=PAD_ID,
     )
-    scheduler = cfg.get("scheduler")
     return Seq2SeqModule(
         model=model,
         teacher_forcing=instantiate(cfg.teacher_forcing),
         decoding=instantiate(cfg.decoding),
         optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(scheduler) if scheduler else None,
+        scheduler=lr_schedule(cfg.get("scheduler")),
         tokenizers=tokenizers,
         config=config,
     )
