@@ -16,10 +16,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from seq2seq.checkpoint import checkpoint_tokenizers, load_trained, restore_module
 from seq2seq.errors import ConfigError, DataError
-from seq2seq.utils.cli import load_trained, plain, restore_module, user_errors, write_metrics
+from seq2seq.utils.cli import plain, user_errors, write_metrics
 
-os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+# The repository, whatever PROJECT_ROOT the shell may hold for another project: conf/paths reads it, and
+# paths.root_dir=DIR moves data, cache and logs on purpose.
+os.environ["PROJECT_ROOT"] = str(Path(__file__).resolve().parents[1])
 log = logging.getLogger("seq2seq")
 SPLITS = ("val", "test")
 
@@ -45,7 +48,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             )
         trained.data = data
 
-    datamodule = instantiate(trained.data, tokenizers=checkpoint["seq2seq"]["tokenizers"])
+    datamodule = instantiate(trained.data, tokenizers=checkpoint_tokenizers(checkpoint))
     datamodule.prepare_data()
     module = restore_module(checkpoint, trained)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)

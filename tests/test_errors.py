@@ -158,3 +158,11 @@ def test_eval_data_of_another_language_pair_leaves_the_run_alone(reverse_run, tm
     assert_one_line_error(result, "de→en", "tok→tok")
     after = {p: p.stat().st_mtime_ns for p in reverse_run.rglob("*") if p.is_file()}
     assert before == after
+
+
+def test_checkpoint_cut_short_is_called_damaged_with_a_way_out(reverse_run, tmp_path):
+    whole = (reverse_run / "checkpoints" / "last.ckpt").read_bytes()
+    cut = tmp_path / "last.ckpt"
+    cut.write_bytes(whole[: len(whole) // 2])  # a copy or a save interrupted halfway
+    result = run_cli("eval", f"ckpt_path={cut}", log_dir=tmp_path, check=False)
+    assert_one_line_error(result, "last.ckpt", "damaged or incomplete", "best.ckpt")
