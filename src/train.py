@@ -54,7 +54,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("run dir: %s", output_dir)
 
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        # weights_only: the file is read as data only, as load_checkpoint read it
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     except RuntimeError as error:
         if "state_dict" not in str(error):
             raise
@@ -65,9 +66,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best = (trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else "") or None
     log.info("evaluating %s", best or "the last weights")
     metrics: dict[str, float] = {}
-    metrics.update(trainer.validate(module, datamodule=datamodule, ckpt_path=best)[0])
+    metrics.update(trainer.validate(module, datamodule=datamodule, ckpt_path=best, weights_only=True)[0])
     if cfg.get("test"):
-        metrics.update(trainer.test(module, datamodule=datamodule, ckpt_path=best)[0])
+        metrics.update(trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)[0])
     if trainer.is_global_zero:
         write_metrics(output_dir / "metrics.json", metrics)
         log.info("metrics written to %s", output_dir / "metrics.json")
