@@ -31,14 +31,14 @@ from tokenizers import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+os.environ["PROJECT_ROOT"] = str(ROOT)  # the repository, whatever the shell says (as the entry points)
 
+from seq2seq.checkpoint import checkpoint_tokenizers, load_trained, restore_module  # noqa: E402
 from seq2seq.data.batching import pad_sequences  # noqa: E402
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, encode_batch, tokenizer_from_str  # noqa: E402
 from seq2seq.decoding import BeamSearch, GreedySearch  # noqa: E402
 from seq2seq.decoding.hypotheses import max_decode_lengths  # noqa: E402
 from seq2seq.modules import Seq2Seq  # noqa: E402
-from seq2seq.utils.cli import load_trained, restore_module  # noqa: E402
 
 VAL_SOURCE = ROOT / "data" / "multi30k" / "val.de"
 BEAM_SIZE = 5
@@ -66,7 +66,7 @@ def load_model(path: str, device: torch.device) -> tuple[Seq2Seq, Tokenizer, int
     checkpoint, trained = load_trained(path)
     module = restore_module(checkpoint, trained).to(device).eval()
     max_source_length = int(trained.data.get("max_length") or 0)
-    return module.model, tokenizer_from_str(checkpoint["seq2seq"]["tokenizers"]["source"]), max_source_length
+    return module.model, tokenizer_from_str(checkpoint_tokenizers(checkpoint)["source"]), max_source_length
 
 
 def encode(tokenizer: Tokenizer, lines: list[str], max_source_length: int) -> list[list[int]]:

@@ -51,7 +51,7 @@ from torch.nn import functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+os.environ["PROJECT_ROOT"] = str(ROOT)  # the repository, whatever the shell says (as the entry points)
 
 from textbook import TextbookSeq2Seq  # noqa: E402
 
@@ -648,7 +648,7 @@ def run_epoch(
     """
     from hydra.utils import instantiate
 
-    from seq2seq.utils.cli import build_module
+    from seq2seq.checkpoint import build_module
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "seq2seq"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -15,10 +15,11 @@ import hydra
 import torch
 from omegaconf import DictConfig, ListConfig
 
+from seq2seq.checkpoint import load_checkpoint
 from seq2seq.errors import CheckpointError, ConfigError
-from seq2seq.utils.cli import load_checkpoint, user_errors
+from seq2seq.utils.cli import user_errors
 
-os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+os.environ["PROJECT_ROOT"] = str(Path(__file__).resolve().parents[1])
 
 
 def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:

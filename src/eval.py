@@ -17,12 +17,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from seq2seq.checkpoint import checkpoint_tokenizers, load_trained, restore_module
 from seq2seq.data.datamodule import Seq2SeqDataModule
 from seq2seq.errors import ConfigError, DataError
-from seq2seq.utils.cli import load_trained, plain, restore_module, user_errors, write_metrics
+from seq2seq.utils.cli import plain, user_errors, write_metrics
 from seq2seq.utils.quiet import quiet_lightning
 
-os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+# The repository, whatever PROJECT_ROOT the shell may hold for another project: conf/paths reads it, and
+# paths.root_dir=DIR moves data, cache and logs on purpose.
+os.environ["PROJECT_ROOT"] = str(Path(__file__).resolve().parents[1])
 log = logging.getLogger("seq2seq")
 quiet_lightning()
 SPLITS = ("val", "test")
@@ -58,7 +61,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             )
         trained.data = data
 
-    datamodule = eval_datamodule(trained.data, checkpoint["seq2seq"]["tokenizers"], split)
+    datamodule = eval_datamodule(trained.data, checkpoint_tokenizers(checkpoint), split)
     datamodule.prepare_data()
     module = restore_module(checkpoint, trained)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)

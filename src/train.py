@@ -15,12 +15,15 @@ from omegaconf import DictConfig
 
 from seq2seq.callbacks import keep_sweeping
 from seq2seq.callbacks.launchers import check_sweep_strategy
+from seq2seq.checkpoint import build_module, checkpoint_tokenizers, load_checkpoint
 from seq2seq.config_checks import check_hyperparameters
 from seq2seq.errors import CheckpointError
-from seq2seq.utils.cli import build_module, instantiate_group, load_checkpoint, plain, user_errors, write_metrics
+from seq2seq.utils.cli import instantiate_group, plain, user_errors, write_metrics
 from seq2seq.utils.quiet import quiet_lightning
 
-os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+# The repository, whatever PROJECT_ROOT the shell may hold for another project: conf/paths reads it, and
+# paths.root_dir=DIR moves data, cache and logs on purpose.
+os.environ["PROJECT_ROOT"] = str(Path(__file__).resolve().parents[1])
 # conf/hydra/launcher/submitit_slurm.yaml is complete, so Hydra's (deprecated) check against the plugin's schema is moot
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_slurm' is validated against ConfigStore schema")
 # processes started for jobs (submitit, joblib) import seq2seq from here too, installed or not
@@ -39,8 +42,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     # Resuming keeps the checkpoint's tokenizers, so the vocabulary cannot drift.
-    resumed = load_checkpoint(cfg.ckpt_path)["seq2seq"] if cfg.get("ckpt_path") else None
-    datamodule = instantiate(cfg.data, tokenizers=resumed["tokenizers"] if resumed else None)
+    # load_checkpoint reads it as data only (weights_only=True) before Lightning reads it again to resume.
+    resumed = checkpoint_tokenizers(load_checkpoint(cfg.ckpt_path)) if cfg.get("ckpt_path") else None
+    datamodule = instantiate(cfg.data, tokenizers=resumed)
     datamodule.prepare_data()
     datamodule.setup("fit")
     config = plain(cfg)
@@ -54,7 +58,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("run dir: %s", output_dir)
 
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        # weights_only: the file is read as data only, as load_checkpoint read it
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     except RuntimeError as error:
         if "state_dict" not in str(error):
             raise
@@ -65,9 +70,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best = (trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else "") or None
     log.info("evaluating %s", best or "the last weights")
     metrics: dict[str, float] = {}
-    metrics.update(trainer.validate(module, datamodule=datamodule, ckpt_path=best)[0])
+    metrics.update(trainer.validate(module, datamodule=datamodule, ckpt_path=best, weights_only=True)[0])
     if cfg.get("test"):
-        metrics.update(trainer.test(module, datamodule=datamodule, ckpt_path=best)[0])
+        metrics.update(trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)[0])
     if trainer.is_global_zero:
         write_metrics(output_dir / "metrics.json", metrics)
         log.info("metrics written to %s", output_dir / "metrics.json")

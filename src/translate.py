@@ -1,6 +1,7 @@
 """Translate stdin line by line: ``python src/translate.py ckpt_path=PATH [decoding=…]``.
 
-Reads a pipe in batches, or prompts on a terminal (Ctrl-D quits). Needs nothing but the checkpoint.
+Reads a pipe in batches, or prompts on a terminal (Ctrl-D quits). Needs nothing but the checkpoint. Input is
+UTF-8; a line that is not gets its undecodable bytes replaced (and a warning), so every line has its output line.
 """
 
 from __future__ import annotations
@@ -9,20 +10,24 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import hydra
 import lightning as L
 import torch
 from omegaconf import DictConfig
 
+from seq2seq.checkpoint import checkpoint_tokenizers, load_trained, restore_module
 from seq2seq.data.batching import pad_source
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, decode, encode_batch, tokenizer_from_str
 from seq2seq.decoding import BeamSearch
 from seq2seq.errors import ConfigError
 from seq2seq.plotting import attention_figure, save_figure
-from seq2seq.utils.cli import load_trained, restore_module, user_errors
+from seq2seq.utils.cli import user_errors
 
-os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+# The repository, whatever PROJECT_ROOT the shell may hold for another project: conf/paths reads it, and
+# paths.root_dir=DIR moves data, cache and logs on purpose.
+os.environ["PROJECT_ROOT"] = str(Path(__file__).resolve().parents[1])
 
 
 class Translator:
@@ -36,7 +41,7 @@ class Translator:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.module.to(self.device).eval()
-        self.source_tokenizer = tokenizer_from_str(checkpoint["seq2seq"]["tokenizers"]["source"])
+        self.source_tokenizer = tokenizer_from_str(checkpoint_tokenizers(checkpoint)["source"])
         self.max_source_length = int(trained.data.get("max_length") or 0)
         self.search = self.module.decoding
         self.nbest = getattr(self.search, "nbest", 1)
@@ -47,13 +52,18 @@ class Translator:
             )
         self.lines_read = 0
 
-    def encode(self, lines: list[str]) -> list[list[int]]:
-        """Source ids of each line, truncated to the model's max source length (``<eos>`` is added by padding)."""
+    def encode(self, lines: list[str], numbers: list[int]) -> list[list[int]]:
+        """Source ids of each line, truncated to the model's max source length (``<eos>`` is added by padding).
+
+        Args:
+            lines: the source lines.
+            numbers: their line numbers in the input, for warnings.
+        """
         encoded = []
-        for number, ids in enumerate(encode_batch(self.source_tokenizer, lines)):
+        for number, ids in zip(numbers, encode_batch(self.source_tokenizer, lines)):
             if self.max_source_length and len(ids) > self.max_source_length:
                 print(
-                    f"warning: input line {number + 1} has {len(ids)} tokens; truncated to {self.max_source_length}",
+                    f"warning: input line {number} has {len(ids)} tokens; truncated to {self.max_source_length}",
                     file=sys.stderr,
                 )
                 ids = ids[: self.max_source_length]
@@ -68,7 +78,7 @@ class Translator:
         first_line, self.lines_read = self.lines_read + 1, self.lines_read + len(lines)
         if not todo:
             return results
-        src, lengths = pad_source(self.encode([lines[i] for i in todo]))  # (B, S), (B,)
+        src, lengths = pad_source(self.encode([lines[i] for i in todo], [first_line + i for i in todo]))  # (B, S), (B,)
         src, lengths = src.to(self.device), lengths.to(self.device)
         if isinstance(self.search, BeamSearch):
             found = self.search.search(self.module.model, src, lengths, SOS_ID, EOS_ID, PAD_ID)  # (B, N, L)
@@ -92,11 +102,31 @@ class Translator:
         return results
 
 
+def decoded_lines(stream: BinaryIO) -> Iterator[str]:
+    """The lines of ``stream`` as text, without line ends, read one at a time.
+
+    Bytes that are not UTF-8 become U+FFFD with a warning naming the line, so that line is still translated and
+    the output keeps one line per input line; a UTF-8 byte order mark at the start is dropped.
+    """
+    for number, raw in enumerate(iter(stream.readline, b""), start=1):
+        raw = raw.rstrip(b"\r\n")
+        encoding = "utf-8-sig" if number == 1 else "utf-8"
+        try:
+            yield raw.decode(encoding)
+        except UnicodeDecodeError as error:
+            print(
+                f"warning: input line {number} is not valid UTF-8 (byte {error.start + 1} is "
+                f"{raw[error.start : error.end]!r}): undecodable bytes replaced by U+FFFD",
+                file=sys.stderr,
+            )
+            yield raw.decode(encoding, errors="replace")
+
+
 def batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
     """Group lines into lists of ``size``."""
     batch: list[str] = []
     for line in lines:
-        batch.append(line.rstrip("\r\n"))
+        batch.append(line)
         if len(batch) == size:
             yield batch
             batch = []
@@ -117,16 +147,17 @@ def main(cfg: DictConfig) -> None:
     with user_errors():
         L.seed_everything(cfg.seed, verbose=False)
         translator = Translator(cfg)
+        lines = decoded_lines(sys.stdin.buffer)
         if sys.stdin.isatty():
             print("Type a sentence and press Enter (Ctrl-D quits).", file=sys.stderr)
             while True:
                 print("> ", end="", file=sys.stderr, flush=True)
-                line = sys.stdin.readline()
-                if not line:
+                line = next(lines, None)
+                if line is None:
                     break
-                write(translator.translate([line.rstrip("\n")]), translator.nbest)
+                write(translator.translate([line]), translator.nbest)
         else:
-            for batch in batches(sys.stdin, cfg.batch_size):
+            for batch in batches(lines, cfg.batch_size):
                 write(translator.translate(batch), translator.nbest)
 
 

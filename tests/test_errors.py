@@ -250,3 +250,11 @@ def test_default_and_recipe_configs_pass_the_checks():
                 if overrides and option != "none" and overrides[0] == "experiment=reverse":
                     continue  # the reverse recipe sets the exponential's gamma
                 check_hyperparameters(compose("train.yaml", overrides=[*overrides, f"scheduler={option}"]))
+
+
+def test_checkpoint_cut_short_is_called_damaged_with_a_way_out(reverse_run, tmp_path):
+    whole = (reverse_run / "checkpoints" / "last.ckpt").read_bytes()
+    cut = tmp_path / "last.ckpt"
+    cut.write_bytes(whole[: len(whole) // 2])  # a copy or a save interrupted halfway
+    result = run_cli("eval", f"ckpt_path={cut}", log_dir=tmp_path, check=False)
+    assert_one_line_error(result, "last.ckpt", "damaged or incomplete", "best.ckpt")

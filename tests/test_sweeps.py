@@ -13,6 +13,8 @@ import yaml
 from conftest import ROOT, TINY_JOB, read_metrics, run_cli, run_dirs
 from hydra import compose, initialize_config_dir
 
+from seq2seq.callbacks.summary import collect_jobs, write_summary
+
 TINY = [*TINY_JOB, "logger=csv"]
 
 
@@ -78,6 +80,28 @@ def test_failed_job_is_marked_and_the_sweep_goes_on(sweep):
     assert "Traceback" not in stderr
     # the jobs after the failed one ran to the end
     assert all((root / str(job) / "metrics.json").is_file() for job in (1, 2, 3))
+
+
+def test_summary_survives_an_unreadable_job(tmp_path, caplog):
+    for job, bleu in ((0, 10.0), (1, 20.0), (2, 30.0)):
+        job_dir = tmp_path / str(job)
+        job_dir.mkdir()
+        record = {"job": job, "overrides": [f"model.hidden_size={8 * (job + 1)}"], "status": "completed", "error": None}
+        record.update(wall_time_s=1.5, optimized_metric="val/bleu")
+        (job_dir / "job.json").write_text(json.dumps(record))
+        (job_dir / "metrics.json").write_text(json.dumps({"val/bleu": bleu}))
+    (tmp_path / "1" / "job.json").write_text('{"job": 1, "overrides": ["model.hid')  # cut short
+    (tmp_path / "2" / "metrics.json").write_text('{"val/bl')
+    with caplog.at_level("WARNING", logger="seq2seq"):
+        rows = collect_jobs(tmp_path)
+    write_summary(tmp_path, rows)
+    by_dir = {row["dir"]: row for row in rows}
+    assert by_dir["0"]["status"] == "completed" and by_dir["0"]["metrics"] == {"val/bleu": 10.0}
+    assert by_dir["1"]["status"] == "unreadable" and "job.json" in by_dir["1"]["error"] and by_dir["1"]["job"] == 1
+    assert by_dir["2"]["status"] == "unreadable" and "metrics.json" in by_dir["2"]["error"]
+    assert "1/job.json" in caplog.text and "2/metrics.json" in caplog.text
+    summary = (tmp_path / "summary.csv").read_text().splitlines()
+    assert len(summary) == 1 + 3 and summary[1].startswith("0,completed")
 
 
 def test_optuna_search_completes_and_reports_its_best_value(tmp_path):

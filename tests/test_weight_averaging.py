@@ -10,8 +10,9 @@ from hydra.utils import instantiate
 from lightning.pytorch import Callback
 
 from seq2seq.callbacks import ema
+from seq2seq.checkpoint import build_module
 from seq2seq.errors import ConfigError
-from seq2seq.utils.cli import build_module, instantiate_group, plain
+from seq2seq.utils.cli import instantiate_group, plain
 
 
 class RecordWeights(Callback):

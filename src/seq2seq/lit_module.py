@@ -8,15 +8,13 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 
+from seq2seq.checkpoint import save_payload
 from seq2seq.data.batching import Batch
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, decode, tokenizer_from_str
 from seq2seq.metrics import Seq2SeqMetrics
 from seq2seq.modules import Seq2Seq
 from seq2seq.schedulers import LRSchedule
 from seq2seq.teacher_forcing import Schedule
-
-CHECKPOINT_KEY = "seq2seq"
-CHECKPOINT_FORMAT = 1
 
 
 class Seq2SeqModule(LightningModule):
@@ -127,9 +125,4 @@ class Seq2SeqModule(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": self.lr_schedule.lightning_config(optimizer, self.trainer)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Plain containers only, so torch.load(weights_only=True) can read the checkpoint.
-        checkpoint[CHECKPOINT_KEY] = {
-            "format": CHECKPOINT_FORMAT,
-            "config": self.config,
-            "tokenizers": dict(self.tokenizers),
-        }
+        save_payload(checkpoint, config=self.config, tokenizers=self.tokenizers)

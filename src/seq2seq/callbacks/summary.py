@@ -21,7 +21,7 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from seq2seq.utils.cli import user_error
+from seq2seq.utils.cli import atomic_open, user_error, write_text_atomic
 from seq2seq.utils.tables import markdown_table
 
 log = logging.getLogger("seq2seq")
@@ -58,7 +58,7 @@ def keep_sweeping() -> Iterator[None]:
         path = Path(hydra.runtime.output_dir) / ERROR_FILE
         message = _one_line(exception)
         details = "".join(traceback.format_exception(exception))
-        path.write_text(f"{message}\n\n{details}", encoding="utf-8")
+        write_text_atomic(path, f"{message}\n\n{details}")
         log.debug("job failed", exc_info=exception)
         print(f"error: job {hydra.job.num} failed: {message} (details: {path})", file=sys.stderr)
 
@@ -77,7 +77,8 @@ def _number(value: Any) -> float | None:
 class MultirunSummary(HydraCallback):
     """Hydra callback: each multirun job writes ``job.json`` (status, overrides, wall time); at the end of the
     multirun, ``summary.csv`` and ``summary.md`` at its root hold one row per job with its final ``val/*`` and
-    ``test/*`` metrics, best first by ``optimized_metric`` (lower is better for loss and ppl), failed jobs last.
+    ``test/*`` metrics, best first by ``optimized_metric`` (lower is better for loss and ppl), failed or unreadable
+    jobs last.
     """
 
     def __init__(self) -> None:
@@ -106,7 +107,7 @@ class MultirunSummary(HydraCallback):
             "wall_time_s": round(time.time() - self._started, 3),
             "optimized_metric": config.get("optimized_metric"),
         }
-        (output_dir / JOB_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(output_dir / JOB_FILE, json.dumps(record, indent=2) + "\n")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         root = Path(config.hydra.sweep.dir)
@@ -114,17 +115,53 @@ class MultirunSummary(HydraCallback):
         if not rows:
             return
         write_summary(root, rows)
-        failed = sum(row["status"] == "failed" for row in rows)
-        log.info("summary of %d jobs (%d failed): %s", len(rows), failed, root / "summary.md")
+        failed = sum(row["status"] != "completed" for row in rows)
+        log.info("summary of %d jobs (%d failed or unreadable): %s", len(rows), failed, root / "summary.md")
+
+
+def _read_json(path: Path, root: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The JSON object in ``path``, or None and why it cannot be read (logged as a warning)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(value, dict):
+            raise ValueError(f"a JSON {type(value).__name__}, not an object")
+    except (OSError, ValueError) as exception:
+        reason = f"{path.name} is unreadable ({type(exception).__name__}: {exception})"
+        log.warning("summary: %s is unreadable, its job is marked so: %s", path.relative_to(root), exception)
+        return None, reason
+    return value, None
+
+
+def _unreadable_job(job_dir: Path, reason: str) -> dict[str, Any]:
+    """A row for a job whose ``job.json`` cannot be read: its number from its dir name (``hydra.job.num``)."""
+    return {
+        "job": int(job_dir.name) if job_dir.name.isdigit() else -1,
+        "overrides": [],
+        "status": "unreadable",
+        "error": reason,
+        "wall_time_s": None,
+        "optimized_metric": None,
+    }
 
 
 def collect_jobs(root: Path) -> list[dict[str, Any]]:
-    """One row per job dir under ``root`` (those with a ``job.json``), best first."""
+    """One row per job dir under ``root`` (those with a ``job.json``), best first.
+
+    A job whose ``job.json`` or ``metrics.json`` cannot be read (a write cut short) gets a row with status
+    ``unreadable`` saying which file, and a warning; the other jobs are summarized as usual.
+    """
     rows = []
     for path in root.rglob(JOB_FILE):
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record, reason = _read_json(path, root)
+        if record is None or not {"job", "status", "overrides"} <= set(record):
+            record = _unreadable_job(path.parent, reason or f"{JOB_FILE} lacks job, status or overrides")
         metrics_path = path.parent / METRICS_FILE
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+        metrics: dict[str, Any] = {}
+        if metrics_path.is_file() and record["status"] != "unreadable":
+            metrics, reason = _read_json(metrics_path, root)
+            if metrics is None:
+                metrics = {}
+                record.update(status="unreadable", error=reason)
         if not metrics and record["status"] == "completed":
             record.update(status="failed", error=f"no {METRICS_FILE} written")
         metrics = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/")) and _number(v) is not None}
@@ -156,8 +193,8 @@ def write_summary(root: Path, rows: list[dict[str, Any]]) -> None:
         line += [row["metrics"].get(name) for name in names]
         line += [row["wall_time_s"], row["error"] or "", row["dir"]]
 
-    with open(root / "summary.csv", "w", newline="", encoding="utf-8") as file:
+    with atomic_open(root / "summary.csv", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(columns)
         writer.writerows([["" if value is None else value for value in line] for line in table])
-    (root / "summary.md").write_text(markdown_table(columns, table) + "\n", encoding="utf-8")
+    write_text_atomic(root / "summary.md", markdown_table(columns, table) + "\n")

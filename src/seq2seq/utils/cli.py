@@ -1,24 +1,23 @@
-"""What the entry points share: one-line user errors, run files, checkpoints and building the module."""
+"""What the entry points share: one-line user errors, config groups, and run files written whole."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from seq2seq.data.tokenizers import PAD_ID, tokenizer_from_str
-from seq2seq.errors import CheckpointError, ConfigError, Seq2SeqError
-from seq2seq.lit_module import CHECKPOINT_KEY, Seq2SeqModule
-from seq2seq.schedulers import lr_schedule
+from seq2seq.errors import ConfigError, Seq2SeqError
 
 log = logging.getLogger("seq2seq")
 
@@ -50,61 +49,6 @@ def user_errors() -> Iterator[None]:
         raise SystemExit(2) from None
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by this project with ``weights_only=True``; one-line error otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/<name>.ckpt")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exception:
-        raise CheckpointError(
-            f"{path} is not a checkpoint of this project ({type(exception).__name__}): "
-            "pass a .ckpt written by src/train.py"
-        ) from None
-    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path} is not a checkpoint of this project: pass a .ckpt written by src/train.py")
-    return checkpoint
-
-
-def build_module(cfg: DictConfig, tokenizers: dict[str, str], config: dict[str, Any]) -> Seq2SeqModule:
-    """Instantiate the model for these tokenizers' vocabularies and wrap it in the LightningModule."""
-    model = instantiate(
-        cfg.model,
-        src_vocab_size=tokenizer_from_str(tokenizers["source"]).get_vocab_size(),
-        tgt_vocab_size=tokenizer_from_str(tokenizers["target"]).get_vocab_size(),
-        pad_id=PAD_ID,
-    )
-    return Seq2SeqModule(
-        model=model,
-        teacher_forcing=instantiate(cfg.teacher_forcing),
-        decoding=instantiate(cfg.decoding),
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=lr_schedule(cfg.get("scheduler")),
-        tokenizers=tokenizers,
-        config=config,
-    )
-
-
-def load_trained(ckpt_path: str | Path, decoding: DictConfig | None = None) -> tuple[dict[str, Any], DictConfig]:
-    """Read a checkpoint and its run config, with ``decoding`` (checked before the file is read) in place of its own."""
-    if decoding:
-        instantiate(decoding)  # bad decoding parameters fail here, before any model is loaded
-    checkpoint = load_checkpoint(ckpt_path)
-    trained = OmegaConf.create(checkpoint[CHECKPOINT_KEY]["config"])
-    if decoding:
-        trained.decoding = decoding
-    return checkpoint, trained
-
-
-def restore_module(checkpoint: dict[str, Any], trained: DictConfig) -> Seq2SeqModule:
-    """Rebuild the LightningModule of ``checkpoint`` from the run config ``trained`` and load its weights."""
-    saved = checkpoint[CHECKPOINT_KEY]
-    module = build_module(trained, saved["tokenizers"], config=saved["config"])
-    module.load_state_dict(checkpoint["state_dict"])
-    return module
-
-
 def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate every ``_target_`` entry of a config group such as ``callbacks`` or ``logger``.
 
@@ -121,10 +65,39 @@ def plain(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+@contextmanager
+def atomic_open(path: str | Path, newline: str | None = None) -> Iterator[TextIO]:
+    """Open ``path`` to write UTF-8 text that readers see whole or not at all, never in part.
+
+    The text goes to a temporary file beside ``path``, which replaces it once written and synced; if writing
+    fails (a full disk, an exception, a killed process), ``path`` keeps its previous content.
+
+    Args:
+        path: the file to write.
+        newline: as for `open` (``""`` for the csv module).
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(temporary, "x", encoding="utf-8", newline=newline) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (see `atomic_open`)."""
+    with atomic_open(path) as file:
+        file.write(text)
+
+
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
-    """Write ``metrics`` (tensors or numbers) to ``path`` as JSON with plain floats, sorted by name."""
+    """Write ``metrics`` (tensors or numbers) to ``path`` as JSON with plain floats, sorted by name, atomically."""
     values = {
         name: float(value) if isinstance(value, torch.Tensor | int | float) else value
         for name, value in metrics.items()
     }
-    path.write_text(json.dumps(dict(sorted(values.items())), indent=2) + "\n")
+    write_text_atomic(path, json.dumps(dict(sorted(values.items())), indent=2) + "\n")
