@@ -147,11 +147,11 @@ def test_verify_names_a_missing_group():
 
 
 CONFIG_CHOICES = [
-    *(f"data={path.stem}" for path in sorted((ROOT / "conf" / "data").glob("*.yaml"))),
+    *(f"data={path.stem}" for path in sorted((ROOT / "conf" / "data").glob("[!_]*.yaml"))),
     *(f"experiment={path.stem}" for path in sorted((ROOT / "conf" / "experiment").glob("*.yaml"))),
     *(f"teacher_forcing={path.stem}" for path in sorted((ROOT / "conf" / "teacher_forcing").glob("*.yaml"))),
     *(f"decoding={path.stem}" for path in sorted((ROOT / "conf" / "decoding").glob("*.yaml"))),
-    "scheduler={_target_: torch.optim.lr_scheduler.ReduceLROnPlateau, _partial_: true, factor: 0.5}",
+    *(f"scheduler={path.stem}" for path in sorted((ROOT / "conf" / "scheduler").glob("*.yaml"))),
 ]
 
 

@@ -70,10 +70,10 @@ def test_failed_job_is_marked_and_the_sweep_goes_on(sweep):
     root, stderr = sweep
     (failed,) = [row for row in summary_rows(root) if row["status"] == "failed"]
     assert failed["overrides"] == "model.hidden_size=-1" and failed["job"] == "0"
-    assert "hidden_size must be greater than zero" in failed["error"]
+    assert "model.hidden_size=-1 is not valid" in failed["error"]
     job_dir = root / failed["dir"]
     assert not (job_dir / "metrics.json").exists()
-    assert "hidden_size must be greater than zero" in (job_dir / "error.txt").read_text()
+    assert "model.hidden_size=-1 is not valid" in (job_dir / "error.txt").read_text()
     assert json.loads((job_dir / "job.json").read_text())["status"] == "failed"
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "job 0 failed" in errors[0]
