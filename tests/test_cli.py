@@ -59,7 +59,8 @@ def test_eval_on_best_checkpoint_reproduces_training_val_metrics(reverse_run, tm
 def test_resume_from_last_checkpoint_continues_training(reverse_run, tmp_path):
     last = reverse_run / "checkpoints" / "last.ckpt"
     before = torch.load(last, weights_only=True)
-    run_cli("train", *TINY_REVERSE, f"ckpt_path={last}", f"trainer.max_epochs={before['epoch'] + 2}", log_dir=tmp_path)
+    epochs = f"trainer.max_epochs={before['epoch'] + 2}"
+    run_cli("train", *TINY_REVERSE, f"ckpt_path={last}", epochs, f"data.cache_dir={tmp_path}/cache", log_dir=tmp_path)
     (run_dir,) = run_dirs(tmp_path, "train")
     resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["epoch"] == before["epoch"] + 1
@@ -83,7 +84,7 @@ def test_ddp_sim_trains_and_writes_one_set_of_outputs(tmp_path):
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 1), (signal.SIGTERM, 128 + signal.SIGTERM)])
 def test_ctrl_c_and_sigterm_stop_with_a_resumable_last_checkpoint(tmp_path, signum, exit_code):
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), f"paths.log_dir={tmp_path}/", *TINY_REVERSE]
-    cmd += ["trainer.max_epochs=1000", "trainer.log_every_n_steps=1"]
+    cmd += ["trainer.max_epochs=1000", "trainer.log_every_n_steps=1", f"data.cache_dir={tmp_path}/cache"]
     # A test runner started in the background (nohup, `&`) passes SIGINT on as ignored; give the run a real Ctrl-C.
     process = subprocess.Popen(
         cmd,

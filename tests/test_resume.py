@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ EXACT = [
     "trainer.log_every_n_steps=1",
     "callbacks.model_checkpoint.every_n_train_steps=3",
     "test=false",
+    "data.cache_dir=null",
 ]
 
 
@@ -60,22 +62,23 @@ def _run_killed_at(step: int, *overrides: str, log_dir: Path) -> Path:
 
 
 def test_killed_and_resumed_run_logs_the_same_losses_as_an_uninterrupted_one(tmp_path):
-    cache = f"data.cache_dir={tmp_path}/cache"
-    run_cli("train", *EXACT, cache, log_dir=tmp_path / "whole")
+    with ThreadPoolExecutor() as pool:  # the uninterrupted run alongside the first interrupted one
+        uninterrupted = pool.submit(run_cli, "train", *EXACT, log_dir=tmp_path / "whole")
+        # killed in the middle of the second epoch (last.ckpt: step 12, every_n_train_steps=3) ...
+        first = _run_killed_at(13, log_dir=tmp_path / "first")
+        uninterrupted.result()
     (whole,) = run_dirs(tmp_path / "whole", "train")
     expected = _train_losses(whole)
     assert sorted(expected) == list(range(24))  # 3 epochs of 8 steps, logged at every step
 
-    # killed in the middle of the second epoch (last.ckpt: step 12, every_n_train_steps=3) ...
-    first = _run_killed_at(13, cache, log_dir=tmp_path / "first")
     last = first / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 12
     # ... resumed, and killed again just after the second epoch's end (last.ckpt: step 16, written at validation) ...
-    second = _run_killed_at(17, cache, f"ckpt_path={last}", log_dir=tmp_path / "second")
+    second = _run_killed_at(17, f"ckpt_path={last}", log_dir=tmp_path / "second")
     last = second / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 16
     # ... and resumed to the end: every step trains as in the uninterrupted run, the last one on the same best model
-    run_cli("train", *EXACT, cache, f"ckpt_path={last}", log_dir=tmp_path / "third")
+    run_cli("train", *EXACT, f"ckpt_path={last}", log_dir=tmp_path / "third")
     (third,) = run_dirs(tmp_path / "third", "train")
     got = {**_train_losses(second), **_train_losses(third)}
     assert sorted(_train_losses(third)) == list(range(16, 24))  # the resumed run logs only the steps it trains
