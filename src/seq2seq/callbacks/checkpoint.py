@@ -59,6 +59,7 @@ class BestAndLastCheckpoint(ModelCheckpoint):
             dirpath=dirpath, filename=filename, monitor=monitor, mode=mode or metric_mode(monitor), **kwargs
         )
         self.last_every_n_train_steps = every_n_train_steps or 0
+        self._carried_over = False  # the best checkpoints of the run resumed from are in the ranking
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -101,6 +102,10 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         self.best_model_score = kept[self.best_model_path]
         self.kth_best_model_path = worst(kept, key=kept.get)
         self.kth_value = kept[self.kth_best_model_path]
-        log.info(
-            "resumed: best checkpoint so far %s (%s=%.6g)", self.best_model_path, self.monitor, self.best_model_score
-        )
+        self._carried_over = True
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if self._carried_over and trainer.is_global_zero:
+            log.info("best checkpoint so far: %s (%s=%.6g)", self.best_model_path, self.monitor, self.best_model_score)
+        self._carried_over = False
