@@ -25,7 +25,8 @@ class CheckpointOnInterrupt(Callback):
     from. A second Ctrl-C stops at once, without saving.
 
     Lightning turns SIGTERM into a ``SIGTERMException`` at the end of the step; this callback saves the step's
-    checkpoint just before. A SIGTERM during validation stops after it, with the epoch's ``last.ckpt``.
+    checkpoint just before. A SIGTERM during validation stops after it, with the epoch's ``last.ckpt``; a Ctrl-C
+    then stops after the validation and one more step.
 
     Args:
         dirpath: where the checkpoint goes (the run's ``checkpoints/``).
@@ -41,6 +42,7 @@ class CheckpointOnInterrupt(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._interrupted = False
         self._saved_step = None
+        # only the main thread can handle signals; a process started in the background ignores SIGINT: leave it so
         if (
             threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
