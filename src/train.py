@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from seq2seq.callbacks import keep_sweeping
@@ -60,6 +62,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     try:
         # weights_only: the file is read as data only, as load_checkpoint read it
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    except SIGTERMException:  # stopped after saving a checkpoint (CheckpointOnInterrupt): not finished, no metrics
+        raise SystemExit(128 + signal.SIGTERM) from None
     except RuntimeError as error:
         if "state_dict" not in str(error):
             raise

@@ -10,6 +10,7 @@ import torch
 from seq2seq.data.batching import Batch, collate, pad_sequences, pad_source
 from seq2seq.data.samplers import BucketBatchSampler
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, UNK_ID
+from seq2seq.errors import CheckpointError
 
 
 def _example(src: list[int], tgt: list[int]) -> dict:
@@ -144,3 +145,51 @@ def test_lightning_reaches_set_epoch_through_the_dataloader():
     _set_sampler_epoch(loader, 3)  # what the fit loop does at every epoch start
     assert sampler.epoch == 3 and list(sampler) != first
     assert sorted(sampler.sampler) == list(range(len(LENGTHS)))
+
+
+def test_a_loaded_state_serves_exactly_the_rest_of_the_epoch_then_the_next():
+    sampler = BucketBatchSampler(LENGTHS, batch_size=32, shuffle=True, seed=1, num_replicas=2, rank=1)
+    sampler.set_epoch(2)
+    epoch = list(sampler)
+    served = iter(sampler)
+    for _ in range(5):
+        next(served)
+    state = sampler.state_dict()
+    assert state["epoch"] == 2 and state["batches_done"] == 5
+
+    resumed = BucketBatchSampler(LENGTHS, batch_size=32, shuffle=True, seed=1, num_replicas=2, rank=1)
+    resumed.load_state_dict(state)
+    assert list(resumed) == epoch[5:]
+    assert list(resumed) == epoch  # the position is used once: iterating again serves the whole epoch
+    sampler.set_epoch(3)
+    next_epoch = list(sampler)
+    resumed.load_state_dict(state)
+    resumed.set_epoch(3)  # the fit loop moves on to the next epoch: it starts from its beginning
+    assert list(resumed) == next_epoch
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_the_loader_saves_the_batches_training_received(num_workers):
+    from torch.utils.data import DataLoader
+
+    from seq2seq.data.samplers import ResumableDataLoader
+
+    def loader(seed: int = 1) -> ResumableDataLoader:
+        sampler = BucketBatchSampler(LENGTHS, batch_size=32, shuffle=True, seed=seed)
+        return ResumableDataLoader(list(range(len(LENGTHS))), batch_sampler=sampler, num_workers=num_workers)
+
+    first = loader()
+    epoch = [batch.tolist() for batch in DataLoader(list(range(len(LENGTHS))), batch_sampler=first.batch_sampler)]
+    batches = iter(first)
+    taken = [next(batches).tolist() for _ in range(7)]  # with a worker, the sampler has run ahead of these
+    state = first.state_dict()
+    assert state["batches_done"] == 7 and taken == epoch[:7]
+
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert [batch.tolist() for batch in resumed] == epoch[7:]
+    assert resumed.state_dict()["batches_done"] == len(epoch)
+
+    with pytest.raises(CheckpointError, match="seed=1"):
+        loader(seed=2).load_state_dict(state)  # another order: which batches are left cannot be told
+    loader(seed=2).load_state_dict(resumed.state_dict())  # a finished epoch leaves nothing to tell

@@ -58,11 +58,15 @@ def test_eval_on_best_checkpoint_reproduces_training_val_metrics(reverse_run, tm
 
 def test_resume_from_last_checkpoint_continues_training(reverse_run, tmp_path):
     last = reverse_run / "checkpoints" / "last.ckpt"
-    epochs_before = torch.load(last, weights_only=True)["epoch"]
-    run_cli("train", *TINY_REVERSE, f"ckpt_path={last}", f"trainer.max_epochs={epochs_before + 2}", log_dir=tmp_path)
+    before = torch.load(last, weights_only=True)
+    epochs = f"trainer.max_epochs={before['epoch'] + 2}"
+    run_cli("train", *TINY_REVERSE, f"ckpt_path={last}", epochs, f"data.cache_dir={tmp_path}/cache", log_dir=tmp_path)
     (run_dir,) = run_dirs(tmp_path, "train")
     resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert resumed["epoch"] == epochs_before + 1
+    assert resumed["epoch"] == before["epoch"] + 1
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    steps = [int(row["step"]) for row in rows if row.get("train/loss")]
+    assert steps and min(steps) >= before["global_step"]  # the step counter goes on: the checkpoint was loaded
     assert read_metrics(run_dir)["val/exact_match"] >= 0.8
 
 
@@ -77,15 +81,10 @@ def test_ddp_sim_trains_and_writes_one_set_of_outputs(tmp_path):
     assert len(list((runs[0] / "checkpoints").glob("*.ckpt"))) == 2  # best + last
 
 
-def test_ctrl_c_leaves_a_usable_last_checkpoint(tmp_path):
-    cmd = [
-        sys.executable,
-        str(ROOT / "src" / "train.py"),
-        f"paths.log_dir={tmp_path}/",
-        *TINY_REVERSE,
-        "trainer.max_epochs=1000",
-        "data.source.num_train=20000",
-    ]
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 1), (signal.SIGTERM, 128 + signal.SIGTERM)])
+def test_ctrl_c_and_sigterm_stop_with_a_resumable_last_checkpoint(tmp_path, signum, exit_code):
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), f"paths.log_dir={tmp_path}/", *TINY_REVERSE]
+    cmd += ["trainer.max_epochs=1000", "trainer.log_every_n_steps=1", f"data.cache_dir={tmp_path}/cache"]
     # A test runner started in the background (nohup, `&`) passes SIGINT on as ignored; give the run a real Ctrl-C.
     process = subprocess.Popen(
         cmd,
@@ -99,13 +98,19 @@ def test_ctrl_c_leaves_a_usable_last_checkpoint(tmp_path):
     while time.time() < deadline and not list(tmp_path.glob("train/runs/*/csv/metrics.csv")):
         time.sleep(0.5)
     time.sleep(2)
-    process.send_signal(signal.SIGINT)
-    process.communicate(timeout=120)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == exit_code, stderr[-2000:]
     (run_dir,) = run_dirs(tmp_path, "train")
-    last = run_dir / "checkpoints" / "last.ckpt"
-    assert last.is_file()
-    checkpoint = torch.load(last, weights_only=True)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] > 0 and "seq2seq" in checkpoint
+    # saved between two steps: the batches the loader handed out are the steps taken in this epoch
+    (loader,) = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert 0 < loader["batches_done"] <= loader["num_batches"]
+    assert (checkpoint["global_step"] - loader["batches_done"]) % loader["num_batches"] == 0
+    log = (run_dir / "train.log").read_text()
+    assert f"stopped at step {checkpoint['global_step']}; resume with ckpt_path=" in log
+    assert not (run_dir / "metrics.json").exists()  # stopped, not finished: no final evaluation
 
 
 def test_tensorboard_logger_writes_events(tmp_path):

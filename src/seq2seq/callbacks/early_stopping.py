@@ -6,18 +6,23 @@ from typing import Any
 
 from lightning.pytorch.callbacks import EarlyStopping
 
+from seq2seq.callbacks.checkpoint import metric_mode
 from seq2seq.errors import ConfigError
 
 
-def early_stopping(patience: int | None = None, **settings: Any) -> EarlyStopping | None:
+def early_stopping(
+    patience: int | None = None, monitor: str | None = None, mode: str | None = None, **settings: Any
+) -> EarlyStopping | None:
     """Lightning's `EarlyStopping` when ``patience`` is set (validations without improvement), else ``None`` (off).
 
     Args:
         patience: stop after this many validations without improvement of ``monitor``; ``None`` disables it.
-        settings: `EarlyStopping`'s other arguments (``monitor``, ``mode``, ``min_delta``, …).
+        monitor: the metric (the checkpoint's, ``optimized_metric``).
+        mode: ``min`` or ``max``; ``None`` = by the metric's name, as for the best checkpoint.
+        settings: `EarlyStopping`'s other arguments (``min_delta``, …).
     """
     if patience is None:
         return None
     if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
         raise ConfigError(f"callbacks.early_stopping.patience={patience!r}: use a whole number >= 1, or null (off)")
-    return EarlyStopping(patience=patience, **settings)
+    return EarlyStopping(monitor=monitor, mode=mode or metric_mode(monitor), patience=patience, **settings)

@@ -12,6 +12,7 @@ from typing import Any
 import datasets
 import lightning as L
 import tokenizers as hf_tokenizers
+import torch
 from datasets import Dataset, DatasetDict
 from tokenizers import Tokenizer
 from torch import Tensor
@@ -21,7 +22,7 @@ from seq2seq.data.base import SPLITS
 from seq2seq.data.batching import collate, pad_source
 from seq2seq.data.cache import cache_key, load_cached, save_cached
 from seq2seq.data.encoding import EMPTY, TOO_LONG, EncodedData, encode_splits
-from seq2seq.data.samplers import BucketBatchSampler
+from seq2seq.data.samplers import BucketBatchSampler, ResumableDataLoader
 from seq2seq.data.tokenizers import (
     EOS_ID,
     KINDS,
@@ -354,13 +355,17 @@ class Seq2SeqDataModule(L.LightningDataModule):
         if self.num_workers > 0:
             # the workers never tokenize; this only silences the fork warning of `tokenizers`
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        return DataLoader(
+        # training resumes mid-epoch where it stopped; each loader draws its workers' base seed from its own
+        # generator, not the global one, so starting an iteration leaves dropout's random stream alone
+        loader = ResumableDataLoader if shuffle else DataLoader
+        return loader(
             dataset.select_columns(_BATCH_COLUMNS),
             batch_sampler=sampler,
             collate_fn=collate,
             num_workers=self.num_workers,
             pin_memory=self._pin_memory(),
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

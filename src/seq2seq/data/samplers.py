@@ -1,13 +1,17 @@
-"""The batch order: a length-bucketing batch sampler, reshuffled per epoch and sharded across DDP ranks."""
+"""The batch order: a length-bucketing batch sampler, reshuffled per epoch and sharded across DDP ranks, and a
+``DataLoader`` that checkpoints its place in that order so a resumed run serves exactly the batches left."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
+
+from seq2seq.errors import CheckpointError
 
 
 class EpochShuffle(Sampler[int]):
@@ -48,6 +52,9 @@ class BucketBatchSampler(Sampler[list[int]]):
     gets batches ``r, r + num_replicas, …``; batches are repeated so that every rank gets the same number (DDP
     would hang otherwise).
 
+    The position within the epoch is state (:meth:`state_dict`, :meth:`load_state_dict`): a sampler loaded with the
+    state of one that served ``k`` batches serves the remaining ones, then the next epoch from its start.
+
     Evaluation (``shuffle=False``): indices sorted by length globally, cut into batches, dealt out the same way but
     without repeats, so no example is counted twice (ranks may get one batch fewer).
 
@@ -84,6 +91,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.bucket_size = batch_size * bucket_size_multiplier
         self.sampler = EpochShuffle(len(self.lengths), shuffle, seed)
+        self.start = 0  # batches of this epoch to skip at the next iteration (set by load_state_dict)
+        self.batches_done = 0  # batches of this epoch served so far on this rank, skipped ones included
 
     @property
     def epoch(self) -> int:
@@ -92,7 +101,30 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         """Change the shuffle for this epoch (Lightning calls it on ``self.sampler`` at every epoch start)."""
+        if epoch != self.sampler.epoch:
+            self.start = 0  # a loaded position belongs to its own epoch
         self.sampler.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where this rank stands in the training order: the epoch and how many of its batches were served."""
+        return {"epoch": self.epoch, "batches_done": self.batches_done, "num_batches": len(self), "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from ``state``: the next iteration serves the batches of its epoch after ``batches_done``.
+
+        Raises:
+            CheckpointError: the epoch was unfinished and this sampler orders it differently (another seed, batch
+                size, data or number of ranks), so its remaining batches cannot be told.
+        """
+        unfinished = state["batches_done"] < state["num_batches"]
+        if unfinished and (state["num_batches"], state["seed"]) != (len(self), self.seed):
+            raise CheckpointError(
+                f"the checkpoint stopped in the middle of an epoch of {state['num_batches']} batches per rank with "
+                f"seed={state['seed']}, this run has {len(self)} with seed={self.seed}: resume with the checkpoint's "
+                "seed, data, data.batch_size and number of devices"
+            )
+        self.sampler.set_epoch(state["epoch"])
+        self.start = self.batches_done = state["batches_done"]
 
     def _num_batches(self) -> int:
         """Batches over all ranks, before the training repeats."""
@@ -121,10 +153,43 @@ class BucketBatchSampler(Sampler[list[int]]):
             wanted = len(self) * self.num_replicas
             while len(batches) < wanted:  # repeat from the start so every rank gets len(self) batches
                 batches += batches[: wanted - len(batches)]
-        yield from batches[self.rank :: self.num_replicas]
+        start, self.start = self.start, 0
+        self.batches_done = start
+        for batch in batches[self.rank :: self.num_replicas][start:]:
+            self.batches_done += 1
+            yield batch
 
     def __len__(self) -> int:
         total = self._num_batches()
         if self.shuffle:
             return math.ceil(total / self.num_replicas)
         return len(range(self.rank, total, self.num_replicas))
+
+
+class ResumableDataLoader(DataLoader):
+    """A ``DataLoader`` over a :class:`BucketBatchSampler` whose place in the epoch goes into checkpoints.
+
+    Lightning's fit loop stores ``state_dict()`` of a stateful training loader in every checkpoint and calls
+    ``load_state_dict()`` when a run resumes, before it iterates; the resumed epoch then serves exactly the batches it
+    had left. The loader counts the batches it has handed out itself, because with worker processes the sampler runs
+    ahead of training.
+    """
+
+    _batches_done = 0  # batches of the current epoch handed out, skipped ones included
+
+    def __iter__(self) -> Iterator[Any]:
+        # a generator: nothing is drawn from the sampler until the first batch is asked for, i.e. after the fit
+        # loop's set_epoch (on resume it calls iter() before that)
+        self._batches_done = self.batch_sampler.start
+        for batch in super().__iter__():
+            self._batches_done += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """The sampler's state, with the batches training has actually received."""
+        return {**self.batch_sampler.state_dict(), "batches_done": self._batches_done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a checkpoint's ``state_dict()``."""
+        self.batch_sampler.load_state_dict(state)
+        self._batches_done = state["batches_done"]
