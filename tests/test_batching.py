@@ -153,7 +153,7 @@ def test_eval_batches_stay_full_when_there_are_enough_for_every_rank():
 
 
 def test_eval_split_smaller_than_the_world_is_a_data_error():
-    with pytest.raises(DataError, match=r"3 pairs.*4 processes.*trainer\.devices=3"):
+    with pytest.raises(DataError, match=r"shorter \(3\).*processes.*\(4\).*trainer\.devices=3"):
         BucketBatchSampler([1, 2, 3], 16, shuffle=False, seed=0, num_replicas=4, rank=0)
 
 

@@ -113,6 +113,15 @@ def test_ddp_sim_trains_and_writes_one_set_of_outputs(tmp_path):
         assert single[f"val/{name}"] == pytest.approx(metrics[f"val/{name}"], rel=1e-5, abs=1e-6), name
 
 
+def test_ddp_sim_with_fewer_val_pairs_than_processes_is_one_error_line(tmp_path):
+    result = run_cli(
+        "train", *TINY_REVERSE, "trainer=ddp_sim", "data.source.num_val=1", log_dir=tmp_path, check=False, timeout=300
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors and "trainer.devices=1" in errors[0] and "Traceback" not in result.stderr
+
+
 def test_ddp_eval_writes_predictions_in_input_order_that_sacrebleu_scores_alike(reverse_run, tmp_path):
     ckpt = reverse_run / "checkpoints" / "best.ckpt"
     run_cli("eval", f"ckpt_path={ckpt}", "data.split=test", "trainer=ddp_sim", log_dir=tmp_path, timeout=300)

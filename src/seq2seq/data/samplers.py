@@ -83,8 +83,8 @@ class BucketBatchSampler(Sampler[list[int]]):
             raise ValueError(f"rank={rank} is not in [0, num_replicas={num_replicas})")
         if not shuffle and 0 < len(lengths) < num_replicas:
             raise DataError(
-                f"an evaluation split has {len(lengths)} pairs, fewer than the {num_replicas} processes that share it "
-                f"(each needs one): evaluate on fewer devices (trainer.devices={len(lengths)})"
+                f"an evaluation split is shorter ({len(lengths)}) than the number of processes that share it "
+                f"({num_replicas}), each needing a pair: evaluate on fewer devices (trainer.devices={len(lengths)})"
             )
         self.lengths = torch.as_tensor(lengths, dtype=torch.long)  # (N,)
         self.batch_size = batch_size
