@@ -47,8 +47,8 @@ def write_predictions(output_dir: Path, predictions: Sequence[Prediction]) -> No
     missing = (predictions[-1].index + 1 - len(predictions)) if predictions else 0
     if missing:
         log.warning(
-            "%d rows of the split have no prediction (dropped by data.max_length): hypotheses.txt is one line per "
-            "evaluated row, see the index column of predictions.tsv",
+            "at least %d rows of the split have no prediction (dropped by data.max_length): hypotheses.txt has "
+            "a line per evaluated row, see the index column of predictions.tsv",
             missing,
         )
 
