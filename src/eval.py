@@ -7,8 +7,10 @@ Everything needed comes from the checkpoint (model config, tokenizers, data and 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from seq2seq.checkpoint import checkpoint_tokenizers, load_trained, restore_module
 from seq2seq.data.datamodule import Seq2SeqDataModule
 from seq2seq.errors import ConfigError, DataError
-from seq2seq.utils.cli import plain, user_errors, write_metrics
+from seq2seq.lit_module import Prediction
+from seq2seq.utils.cli import plain, user_errors, write_metrics, write_text_atomic
 from seq2seq.utils.quiet import quiet_lightning
 
 # The repository, whatever PROJECT_ROOT the shell may hold for another project: conf/paths reads it, and
@@ -40,8 +43,22 @@ def eval_datamodule(data: Any, tokenizers: dict[str, str], split: str) -> Seq2Se
     return instantiate(data, tokenizers=tokenizers, splits=[split])
 
 
+def write_predictions(output_dir: Path, predictions: Sequence[Prediction]) -> None:
+    """Write ``predictions.tsv`` (index, source, reference, hypothesis) and ``hypotheses.txt`` (one per line).
+
+    ``predictions`` are in input order, so line ``i`` of ``hypotheses.txt`` translates line ``i`` of the split and
+    ``sacrebleu REFERENCE -i hypotheses.txt`` gives the run's BLEU.
+    """
+    table = io.StringIO()
+    writer = csv.writer(table, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+    writer.writerow(["index", "source", "reference", "hypothesis"])
+    writer.writerows(predictions)
+    write_text_atomic(output_dir / "predictions.tsv", table.getvalue())
+    write_text_atomic(output_dir / "hypotheses.txt", "".join(f"{p.hypothesis}\n" for p in predictions))
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Decode one split with the checkpoint; write metrics.json and predictions.tsv to the run dir."""
+    """Decode one split with the checkpoint; write metrics.json, predictions.tsv and hypotheses.txt to the run dir."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     checkpoint, trained = load_trained(cfg.ckpt_path, cfg.get("decoding"))
 
@@ -67,21 +84,20 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     run = trainer.validate if split == "val" else trainer.test
     metrics = dict(run(module, datamodule=datamodule)[0])
+    metrics.update(module.results)  # the exact values (Lightning returns float32 copies)
 
     if trainer.is_global_zero:
         write_metrics(
             output_dir / "metrics.json",
             {
                 **metrics,
+                "signatures": module.test_metrics.signatures(),
                 "checkpoint": str(Path(cfg.ckpt_path).resolve()),
                 "split": split,
                 "decoding": plain(trained.decoding),
             },
         )
-        with open(output_dir / "predictions.tsv", "w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
-            writer.writerow(["source", "reference", "hypothesis"])
-            writer.writerows(module.predictions)
+        write_predictions(output_dir, module.predictions)
         log.info("metrics and predictions written to %s", output_dir)
     return metrics
 

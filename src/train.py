@@ -74,11 +74,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best = (trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else "") or None
     log.info("evaluating %s", best or "the last weights")
     metrics: dict[str, float] = {}
+    module.results.clear()
     metrics.update(trainer.validate(module, datamodule=datamodule, ckpt_path=best, weights_only=True)[0])
     if cfg.get("test"):
         metrics.update(trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)[0])
+    metrics.update(module.results)  # the exact values (Lightning returns float32 copies)
     if trainer.is_global_zero:
-        write_metrics(output_dir / "metrics.json", metrics)
+        write_metrics(output_dir / "metrics.json", {**metrics, "signatures": module.val_metrics.signatures()})
         log.info("metrics written to %s", output_dir / "metrics.json")
     return metrics
 

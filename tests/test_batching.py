@@ -10,7 +10,7 @@ import torch
 from seq2seq.data.batching import Batch, collate, pad_sequences, pad_source
 from seq2seq.data.samplers import BucketBatchSampler
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, UNK_ID
-from seq2seq.errors import CheckpointError
+from seq2seq.errors import CheckpointError, DataError
 
 
 def _example(src: list[int], tgt: list[int]) -> dict:
@@ -128,6 +128,33 @@ def test_ddp_eval_shards_have_no_duplicates(size):
     assert [len(s) for s in shards] == [len(s) for s in samplers]
     flat = [i for shard in shards for b in shard for i in b]
     assert len(flat) == len(set(flat)) == size  # no duplicates, nothing missing
+
+
+@pytest.mark.parametrize(
+    "size,batch_size,world", [(7, 16, 4), (20, 16, 8), (32, 32, 2), (9, 4, 8), (100, 16, 3), (8, 64, 8)]
+)
+def test_every_rank_gets_an_eval_batch_and_the_shards_cover_the_split_once(size, batch_size, world):
+    """A rank without an eval batch would skip the loop and hang the others in the metric sync."""
+    lengths = LENGTHS[:size]
+    samplers = [
+        BucketBatchSampler(lengths, batch_size, shuffle=False, seed=0, num_replicas=world, rank=r) for r in range(world)
+    ]
+    shards = [list(s) for s in samplers]
+    assert [len(s) for s in shards] == [len(s) for s in samplers]
+    assert all(len(shard) >= 1 and all(batch for batch in shard) for shard in shards)
+    assert all(len(batch) <= batch_size for shard in shards for batch in shard)
+    flat = sorted(i for shard in shards for b in shard for i in b)
+    assert flat == list(range(size))  # disjoint and covering
+
+
+def test_eval_batches_stay_full_when_there_are_enough_for_every_rank():
+    sampler = BucketBatchSampler(LENGTHS[:100], 16, shuffle=False, seed=0, num_replicas=3, rank=0)
+    assert [len(b) for b in sampler.batches()] == [16] * 6 + [4]
+
+
+def test_eval_split_smaller_than_the_world_is_a_data_error():
+    with pytest.raises(DataError, match=r"shorter \(3\).*processes.*\(4\).*trainer\.devices=3"):
+        BucketBatchSampler([1, 2, 3], 16, shuffle=False, seed=0, num_replicas=4, rank=0)
 
 
 def test_invalid_rank():

@@ -9,8 +9,23 @@ import sys
 import time
 
 import pytest
+import sacrebleu
 import torch
 from conftest import ROOT, TINY_REVERSE, read_metrics, run_cli, run_dirs
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+SCORES = ("bleu", "bleu_lc", "chrf", "chrf++")
+
+
+def raw_split(run_dir, split: str) -> tuple[list[str], list[str]]:
+    """The sources and references of a run's split as its data source reads them (the input order)."""
+    pairs = instantiate(OmegaConf.load(run_dir / ".hydra" / "config.yaml").data.source).load()[split]
+    return pairs["source"], pairs["target"]
+
+
+def read_predictions(run_dir) -> list[dict]:
+    return list(csv.DictReader((run_dir / "predictions.tsv").open(encoding="utf-8"), delimiter="\t"))
 
 
 def test_reverse_task_is_learned(reverse_run):
@@ -47,11 +62,15 @@ def test_eval_on_best_checkpoint_reproduces_training_val_metrics(reverse_run, tm
     run_cli("eval", f"ckpt_path={ckpt}", "data.split=val", "trainer=cpu", log_dir=tmp_path)
     (eval_dir,) = run_dirs(tmp_path, "eval")
     evaluated, trained = read_metrics(eval_dir), read_metrics(reverse_run)
-    for name in ("loss", "ppl", "acc", "bleu", "chrf", "exact_match"):
+    for name in ("loss", "ppl", "acc", *SCORES, "exact_match", "num_sentences"):
         assert evaluated[f"val/{name}"] == pytest.approx(trained[f"val/{name}"], rel=1e-5, abs=1e-6), name
+    assert trained["val/num_sentences"] == trained["test/num_sentences"] == 200
+    assert evaluated["signatures"] == trained["signatures"]
+    assert set(trained["signatures"]) == set(SCORES) and "case:lc" in trained["signatures"]["bleu_lc"]
     assert evaluated["decoding"]["_target_"].endswith("GreedySearch")
-    rows = list(csv.DictReader((eval_dir / "predictions.tsv").open(), delimiter="\t"))
-    assert len(rows) == 200 and set(rows[0]) == {"source", "reference", "hypothesis"}
+    rows = read_predictions(eval_dir)
+    assert len(rows) == 200 and list(rows[0]) == ["index", "source", "reference", "hypothesis"]
+    assert [int(r["index"]) for r in rows] == list(range(200))  # input order, not length-bucketed batch order
     exact = sum(r["reference"] == r["hypothesis"] for r in rows) / len(rows)
     assert exact == pytest.approx(trained["val/exact_match"])
 
@@ -71,14 +90,62 @@ def test_resume_from_last_checkpoint_continues_training(reverse_run, tmp_path):
 
 
 def test_ddp_sim_trains_and_writes_one_set_of_outputs(tmp_path):
+    """Also: a validation split of one batch (fewer batches than ranks) neither hangs nor counts a sentence twice."""
     run_cli(
-        "train", *TINY_REVERSE, "trainer=ddp_sim", "trainer.max_epochs=1", "data.source.num_train=600", log_dir=tmp_path
+        "train",
+        *TINY_REVERSE,
+        "trainer=ddp_sim",
+        "trainer.max_epochs=1",
+        "data.source.num_train=600",
+        "data.source.num_val=20",
+        log_dir=tmp_path,
+        timeout=300,
     )
     runs = run_dirs(tmp_path, "train")
     assert len(runs) == 1
     metrics = read_metrics(runs[0])
     assert {"val/bleu", "test/bleu", "val/exact_match"} <= set(metrics)
+    assert metrics["val/num_sentences"] == 20 and metrics["test/num_sentences"] == 200
     assert len(list((runs[0] / "checkpoints").glob("*.ckpt"))) == 2  # best + last
+    # the same checkpoint in one process gives the same validation metrics
+    run_cli(
+        "eval", f"ckpt_path={runs[0] / 'checkpoints' / 'best.ckpt'}", "data.split=val", "trainer=cpu", log_dir=tmp_path
+    )
+    (eval_dir,) = run_dirs(tmp_path, "eval")
+    single = read_metrics(eval_dir)
+    for name in ("loss", "acc", *SCORES, "exact_match", "num_sentences"):
+        assert single[f"val/{name}"] == pytest.approx(metrics[f"val/{name}"], rel=1e-5, abs=1e-6), name
+
+
+def test_ddp_sim_with_fewer_val_pairs_than_processes_is_one_error_line(tmp_path):
+    result = run_cli(
+        "train", *TINY_REVERSE, "trainer=ddp_sim", "data.source.num_val=1", log_dir=tmp_path, check=False, timeout=300
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors and "trainer.devices=1" in errors[0] and "Traceback" not in result.stderr
+
+
+def test_ddp_eval_writes_predictions_in_input_order_that_sacrebleu_scores_alike(reverse_run, tmp_path):
+    ckpt = reverse_run / "checkpoints" / "best.ckpt"
+    run_cli("eval", f"ckpt_path={ckpt}", "data.split=test", "trainer=ddp_sim", log_dir=tmp_path, timeout=300)
+    (eval_dir,) = run_dirs(tmp_path, "eval")
+    evaluated, trained = read_metrics(eval_dir), read_metrics(reverse_run)
+    sources, references = raw_split(reverse_run, "test")
+    rows = read_predictions(eval_dir)
+    assert [int(r["index"]) for r in rows] == list(range(len(sources)))
+    assert [r["source"] for r in rows] == sources and [r["reference"] for r in rows] == references
+    hypotheses = (eval_dir / "hypotheses.txt").read_text(encoding="utf-8").splitlines()
+    assert hypotheses == [r["hypothesis"] for r in rows]
+    # another tool, given the split's reference file and hypotheses.txt, gets the same scores
+    bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
+    assert bleu.corpus_score(hypotheses, [references]).score == pytest.approx(evaluated["test/bleu"], abs=1e-9)
+    assert chrf.corpus_score(hypotheses, [references]).score == pytest.approx(evaluated["test/chrf"], abs=1e-9)
+    assert evaluated["signatures"]["bleu"] == bleu.get_signature().format()
+    assert evaluated["signatures"]["chrf"] == chrf.get_signature().format()
+    # gathered from two processes, the metrics are those of the single-process test at the end of training
+    for name in ("loss", "acc", *SCORES, "exact_match", "num_sentences"):
+        assert evaluated[f"test/{name}"] == pytest.approx(trained[f"test/{name}"], rel=1e-5, abs=1e-6), name
 
 
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 1), (signal.SIGTERM, 128 + signal.SIGTERM)])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from lightning.pytorch import LightningModule
@@ -15,6 +15,15 @@ from seq2seq.metrics import Seq2SeqMetrics
 from seq2seq.modules import Seq2Seq
 from seq2seq.schedulers import LRSchedule
 from seq2seq.teacher_forcing import Schedule
+
+
+class Prediction(NamedTuple):
+    """One evaluated pair: its row in the split as read, the texts and the hypothesis."""
+
+    index: int
+    source: str
+    reference: str
+    hypothesis: str
 
 
 class Seq2SeqModule(LightningModule):
@@ -49,9 +58,12 @@ class Seq2SeqModule(LightningModule):
         self.tokenizers = tokenizers
         self.config = config
         self.target_tokenizer = tokenizer_from_str(tokenizers["target"])
-        self.val_metrics = Seq2SeqMetrics()
-        self.test_metrics = Seq2SeqMetrics()
-        self.predictions: list[tuple[str, str, str]] = []  # (source, reference, hypothesis)
+        # With data.lowercase the tokenizers lowercase, so hypotheses are lowercase: lowercase the references too.
+        lowercase = bool(config.get("data", {}).get("lowercase", False))
+        self.val_metrics = Seq2SeqMetrics(lowercase=lowercase)
+        self.test_metrics = Seq2SeqMetrics(lowercase=lowercase)
+        self.predictions: list[Prediction] = []  # the last validation/test pass, in input order once it has ended
+        self.results: dict[str, float] = {}  # the last computed "val/…" and "test/…" metrics, at full precision
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         ratio = self.teacher_forcing(self.global_step, self.current_epoch)
@@ -83,20 +95,25 @@ class Seq2SeqModule(LightningModule):
         logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V), teacher-forced
         hypotheses = self.translate(batch.src, batch.src_lengths)
         metrics.update(logits, batch.tgt_out, PAD_ID, hypotheses, batch.tgt_text)
-        self.predictions.extend(zip(batch.src_text, batch.tgt_text, hypotheses))
+        # Batches made outside a split have no index: they keep the order they came in.
+        start = len(self.predictions)
+        indices = batch.index.tolist() if batch.index is not None else range(start, start + len(hypotheses))
+        self.predictions.extend(map(Prediction, indices, batch.src_text, batch.tgt_text, hypotheses))
 
     def _log_metrics(self, metrics: Seq2SeqMetrics, prefix: str) -> None:
         # compute() has already synced the states across processes: every rank logs the same values.
-        values = metrics.compute()
-        self.log_dict({f"{prefix}/{name}": value for name, value in values.items()}, prog_bar=False)
+        values = {f"{prefix}/{name}": value for name, value in metrics.compute().items()}
+        self.log_dict(values, prog_bar=False)  # Lightning keeps float32 copies; self.results keeps the exact ones
+        self.results.update(values)
         metrics.reset()
 
-    def _gather_predictions(self) -> None:
-        """Under DDP, give every rank all ranks' predictions, so eval.py's predictions.tsv covers the whole split."""
-        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            shards: list[list[tuple[str, str, str]]] = [[] for _ in range(self.trainer.world_size)]
+    def _collect_predictions(self) -> None:
+        """Put the predictions in input order; under DDP, every rank gets all ranks' predictions first."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            shards: list[list[Prediction]] = [[] for _ in range(torch.distributed.get_world_size())]
             torch.distributed.all_gather_object(shards, self.predictions)
-            self.predictions = [row for shard in shards for row in shard]
+            self.predictions = [prediction for shard in shards for prediction in shard]
+        self.predictions.sort(key=lambda prediction: prediction.index)
 
     def on_validation_epoch_start(self) -> None:
         self.predictions = []
@@ -106,7 +123,7 @@ class Seq2SeqModule(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.val_metrics, "val")
-        self._gather_predictions()
+        self._collect_predictions()
 
     def on_test_epoch_start(self) -> None:
         self.predictions = []
@@ -116,7 +133,7 @@ class Seq2SeqModule(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics(self.test_metrics, "test")
-        self._gather_predictions()
+        self._collect_predictions()
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=self.parameters())

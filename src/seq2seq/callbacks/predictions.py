@@ -14,8 +14,8 @@ class PredictionsTable(Callback):
     """Log the first ``num_samples`` predictions of each validation (``val/predictions``) and test
     (``test/predictions``) epoch: a table in W&B, a markdown table as text in TensorBoard.
 
-    Reads ``pl_module.predictions`` (under DDP, before the module gathers them: rank 0's share, a sample all the
-    same); skips the sanity check.
+    Reads ``pl_module.predictions`` before the module puts them in order (under DDP, before it gathers them: rank 0's
+    share, a sample all the same) and logs the first in input order; skips the sanity check.
 
     Args:
         num_samples: rows per table.
@@ -32,7 +32,8 @@ class PredictionsTable(Callback):
         self._log(trainer, pl_module, "test/predictions")
 
     def _log(self, trainer: Trainer, pl_module: LightningModule, key: str) -> None:
-        rows = [list(row) for row in pl_module.predictions[: self.num_samples]]
+        first = sorted(pl_module.predictions, key=lambda prediction: prediction.index)[: self.num_samples]
+        rows = [[prediction.source, prediction.reference, prediction.hypothesis] for prediction in first]
         if not rows or not trainer.is_global_zero:
             return
         for logger in trainer.loggers:

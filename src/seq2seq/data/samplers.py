@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
-from seq2seq.errors import CheckpointError
+from seq2seq.errors import CheckpointError, DataError
 
 
 class EpochShuffle(Sampler[int]):
@@ -56,7 +56,10 @@ class BucketBatchSampler(Sampler[list[int]]):
     state of one that served ``k`` batches serves the remaining ones, then the next epoch from its start.
 
     Evaluation (``shuffle=False``): indices sorted by length globally, cut into batches, dealt out the same way but
-    without repeats, so no example is counted twice (ranks may get one batch fewer).
+    without repeats, so no example is counted twice (ranks may get one batch fewer). With fewer batches than ranks,
+    the split is cut into ``num_replicas`` smaller batches instead: a rank without a batch would skip evaluation and
+    leave the others waiting for it in the metric sync. A split with fewer examples than ranks is a
+    :class:`~seq2seq.errors.DataError`.
 
     Args:
         lengths: a length per example (e.g. source + target tokens).
@@ -83,6 +86,11 @@ class BucketBatchSampler(Sampler[list[int]]):
             )
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank={rank} is not in [0, num_replicas={num_replicas})")
+        if not shuffle and 0 < len(lengths) < num_replicas:
+            raise DataError(
+                f"an evaluation split is shorter ({len(lengths)}) than the number of processes that share it "
+                f"({num_replicas}), each needing a pair: evaluate on fewer devices (trainer.devices={len(lengths)})"
+            )
         self.lengths = torch.as_tensor(lengths, dtype=torch.long)  # (N,)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -130,14 +138,16 @@ class BucketBatchSampler(Sampler[list[int]]):
         """Batches over all ranks, before the training repeats."""
         total = len(self.lengths)
         if not self.shuffle:
-            return math.ceil(total / self.batch_size)
+            return max(math.ceil(total / self.batch_size), self.num_replicas if total else 0)
         full, rest = divmod(total, self.bucket_size)
         return full * math.ceil(self.bucket_size / self.batch_size) + math.ceil(rest / self.batch_size)
 
     def batches(self) -> list[list[int]]:
         """All batches of this epoch over all ranks, in order."""
         if not self.shuffle:
-            order = torch.argsort(self.lengths, stable=True)
+            order = torch.argsort(self.lengths, stable=True)  # (N,)
+            if math.ceil(len(order) / self.batch_size) < self.num_replicas:  # one (smaller) batch for every rank
+                return [chunk.tolist() for chunk in order.tensor_split(self.num_replicas)]
             return [chunk.tolist() for chunk in order.split(self.batch_size)]
         generator = self.sampler.generator()
         order = torch.randperm(len(self.lengths), generator=generator)  # (N,), the same order as iter(self.sampler)

@@ -95,9 +95,14 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
-    """Write ``metrics`` (tensors or numbers) to ``path`` as JSON with plain floats, sorted by name, atomically."""
+    """Write ``metrics`` (tensors or numbers) to ``path`` as JSON, sorted by name, atomically.
+
+    Counts (``*/num_sentences``) stay whole numbers; every other number is a plain float.
+    """
     values = {
-        name: float(value) if isinstance(value, torch.Tensor | int | float) else value
+        name: (int(value) if name.endswith("num_sentences") else float(value))
+        if isinstance(value, torch.Tensor | int | float)
+        else value
         for name, value in metrics.items()
     }
     write_text_atomic(path, json.dumps(dict(sorted(values.items())), indent=2) + "\n")
