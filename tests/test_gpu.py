@@ -8,6 +8,9 @@ can be checked there.
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import lightning as L
 import pytest
@@ -20,6 +23,9 @@ from torch.nn import functional as F
 from seq2seq.decoding import BeamSearch, GreedySearch
 from seq2seq.modules import Seq2Seq
 from seq2seq.utils.cli import build_module, plain
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import gpu_wheels  # noqa: E402
 
 PAD, SOS, EOS = 0, 2, 3
 CUDA = torch.cuda.is_available()
@@ -280,3 +286,37 @@ def test_fused_loss_never_holds_the_logits():
     fused, plain = peak(fused_loss), peak(plain_loss)
     assert fused < logits_bytes / 2, f"fused loss peak {fused / 2**20:.0f} MiB"
     assert plain > logits_bytes, f"plain loss peak {plain / 2**20:.0f} MiB"
+
+
+def _dry_run(tmp_path, wheels, stages: str) -> tuple[subprocess.CompletedProcess, str]:
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "WHEELS": str(wheels), "OUT": str(out), "GPU_CHECK_STAGES": stages}
+    result = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return result, (out / "summary.md").read_text()
+
+
+def test_gpu_check_dry_run_checks_the_wheel_folder_and_the_train_command(tmp_path):
+    """The dry run's cheap stages: the wheel folder holds every package the GPU image lacks (here empty stand-ins
+    named like the real wheels) and the Multi30k command's config composes; a missing wheel fails it loudly."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for name, version in gpu_wheels.missing_packages().items():
+        (wheels / f"{name.replace('-', '_')}-{version}-py3-none-any.whl").touch()
+    result, summary = _dry_run(tmp_path, wheels, "wheels multi30k")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| wheels | ok |" in summary and "| multi30k | ok |" in summary
+    assert "experiment=multi30k_bahdanau" not in result.stderr  # no Hydra error about the command
+
+    next(wheels.glob("hydra_core-*.whl")).unlink()
+    result, summary = _dry_run(tmp_path, wheels, "wheels")
+    assert result.returncode == 1
+    assert "error: wheel folder" in result.stdout and "hydra-core==" in result.stdout  # the stage's own output
+    assert "stage wheels FAILED" in result.stderr
+    assert "| wheels | FAILED" in summary
