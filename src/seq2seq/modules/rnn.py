@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from seq2seq.errors import ConfigError
+
+# Under autocast the cast weights are not one flat cuDNN buffer, so cuDNN packs them at each call, as autocast's
+# own RNN wrapper does; its warning about it says nothing the user can act on.
+warnings.filterwarnings(
+    "ignore", message="RNN module weights are not part of single contiguous chunk", category=UserWarning
+)
 
 # An RNN state: a tensor (layers·dirs, B, H), or the pair (h, c) of such tensors for an LSTM.
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
