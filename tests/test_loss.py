@@ -108,3 +108,25 @@ def test_model_loss_equals_cross_entropy_of_its_logits(attention, tf_ratio, tf_m
     assert grads.keys() == plain_grads.keys()
     for name, grad in grads.items():
         torch.testing.assert_close(grad, plain_grads[name], msg=name)
+
+
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got.double() - want.double()).norm() / want.double().norm()).item()
+
+
+@pytest.mark.parametrize("drop_padding", [True, False], ids=["dropped", "masked"])
+def test_fused_loss_under_fp16_autocast_is_as_accurate_as_the_plain_loss(drop_padding):
+    """16-mixed: with 16k targets, (softmax − one-hot)/n underflows in fp16 unless it is scaled afterwards.
+
+    The loss is scaled by 1024 (a loss scaler's job) before backward; each path's gradients are compared with the
+    fp32 reference and the fused one must not be markedly worse than the plain one.
+    """
+    x, output, target = _problem(rows=16384, features=32, vocab=256)
+    scale = 1024.0
+    reference = _grads(F.cross_entropy(output(x), target, ignore_index=PAD) * scale, x, output)
+    with torch.autocast("cpu", dtype=torch.float16):
+        plain = _grads(F.cross_entropy(output(x), target, ignore_index=PAD) * scale, x, output)
+        fused = _grads(linear_cross_entropy(x, output, target, PAD, drop_padding=drop_padding) * scale, x, output)
+    for name, want, got_plain, got_fused in zip(("features", "weight", "bias"), reference, plain, fused):
+        plain_error, fused_error = _relative_error(got_plain, want), _relative_error(got_fused, want)
+        assert fused_error <= 1.5 * plain_error + 1e-4, f"{name}: fused {fused_error:.1e}, plain {plain_error:.1e}"

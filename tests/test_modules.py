@@ -1,14 +1,19 @@
 """Encoder, context (bridge), decoder and the whole model: shapes, fused vs stepped paths, learning."""
 
+import copy
 import itertools
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq.decoding import GreedySearch
 from seq2seq.errors import ConfigError
 from seq2seq.modules import Seq2Seq
+from seq2seq.modules import encoder as encoder_module
 from seq2seq.modules.context import Bridge
+from seq2seq.modules.encoder import RecurrentEncoder
+from seq2seq.modules.rnn import make_rnn, map_state
 
 PAD, SOS, EOS = 0, 2, 3
 V_SRC, V_TGT = 13, 11
@@ -165,3 +170,83 @@ def test_model_learns_to_copy():
     hyps = GreedySearch(max_length=8)(model, src, torch.full((64,), 4), SOS, EOS, PAD)
     exact = (hyps.tokens[:, :4] == src).all(1) & (hyps.tokens[:, 4] == EOS)
     assert exact.float().mean() > 0.9
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_encoder_output_and_state_of_an_unsorted_batch_equal_each_sequence_alone(cell):
+    torch.manual_seed(0)
+    encoder = RecurrentEncoder(V_SRC, 8, 6, num_layers=2, cell=cell, bidirectional=True, dropout=0.0, pad_id=PAD)
+    src, _, _ = make_batch(batch=4, src_len=7)
+    src_lengths = torch.tensor([3, 7, 1, 5])  # not sorted
+    for i, n in enumerate(src_lengths):
+        src[i, n:] = PAD
+    outputs, state = encoder(src, src_lengths)
+    for i, n in enumerate(src_lengths.tolist()):
+        alone_outputs, alone_state = encoder(src[i : i + 1, :n], src_lengths[i : i + 1])
+        torch.testing.assert_close(outputs[i : i + 1, :n], alone_outputs)
+        assert outputs[i, n:].abs().sum() == 0
+        for got, want in zip(state if cell == "lstm" else (state,), alone_state if cell == "lstm" else (alone_state,)):
+            torch.testing.assert_close(got[:, i : i + 1], want)
+
+
+def test_encoder_packs_sorted_host_lengths_so_nothing_is_copied_to_or_from_the_device(monkeypatch):
+    """``enforce_sorted=False`` copies the sort order to the device and ``pad_packed_sequence`` copies the inverse
+    order back to the host, on every call (blocking on a GPU). The encoder sorts the CPU lengths itself and
+    packs without sort indices; a GPU test (tests/test_gpu.py) checks the whole step under sync debug mode."""
+    calls = []
+
+    def spy_pack(padded, lengths, batch_first=False, enforce_sorted=True):
+        calls.append((lengths, enforce_sorted))
+        return pack_padded_sequence(padded, lengths, batch_first=batch_first, enforce_sorted=enforce_sorted)
+
+    def spy_pad(sequence, *args, **kwargs):
+        calls.append(("indices", sequence.sorted_indices, sequence.unsorted_indices))
+        return pad_packed_sequence(sequence, *args, **kwargs)
+
+    monkeypatch.setattr(encoder_module, "pack_padded_sequence", spy_pack)
+    monkeypatch.setattr(encoder_module, "pad_packed_sequence", spy_pad)
+    encoder = RecurrentEncoder(V_SRC, 8, 6, num_layers=1, cell="gru", bidirectional=False, dropout=0.0, pad_id=PAD)
+    src, _, _ = make_batch(batch=3, src_len=5)
+    encoder(src, torch.tensor([2, 5, 4]))
+    (lengths, enforce_sorted), (_, sorted_indices, unsorted_indices) = calls
+    assert lengths.device.type == "cpu" and lengths.tolist() == [5, 4, 2]
+    assert enforce_sorted
+    assert sorted_indices is None and unsorted_indices is None
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_rnn_runs_in_the_autocast_dtype(cell, dtype):
+    """Autocast casts a cuDNN RNN to fp16 whatever its dtype (and on the CPU leaves RNN/GRU in fp32): the RNNs
+    cast themselves to the autocast dtype, and their fp32 weights still get gradients."""
+    torch.manual_seed(0)
+    rnn = make_rnn(cell, 8, 16, num_layers=2, dropout=0.0, bidirectional=True)
+    x = torch.randn(3, 5, 8)
+    hx = torch.randn(4, 3, 16)
+    hx = (hx, torch.randn(4, 3, 16)) if cell == "lstm" else hx
+    with torch.autocast("cpu", dtype=dtype):
+        output, state = rnn(x, hx)
+    assert output.dtype == dtype
+    lowered = copy.deepcopy(rnn).to(dtype)  # the same weights, rounded to the autocast dtype
+    want, _ = lowered(x.to(dtype), map_state(hx, lambda h: h.to(dtype)))
+    torch.testing.assert_close(output, want)
+    output.float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in rnn.parameters())
+    packed = pack_padded_sequence(x, torch.tensor([5, 3, 2]), batch_first=True)
+    with torch.autocast("cpu", dtype=dtype):
+        packed_output, _ = rnn(packed)
+    assert packed_output.data.dtype == dtype
+    assert all(p.dtype == torch.float32 for p in rnn.parameters())
+
+
+def test_model_trains_a_step_under_bf16_autocast_with_bf16_recurrence():
+    torch.manual_seed(0)
+    model = Seq2Seq(V_SRC, V_TGT, cell="lstm", embedding_dim=8, hidden_size=6, attention={"kind": "bahdanau"})
+    src, src_lengths, tgt_in = make_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        encoded = model.encode(src, src_lengths)
+        loss = model.loss(src, src_lengths, tgt_in, tgt_in.roll(-1, 1))
+    assert encoded.memory.dtype == torch.bfloat16
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())

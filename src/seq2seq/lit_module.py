@@ -72,8 +72,11 @@ class Seq2SeqModule(LightningModule):
             batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, tf_ratio=ratio, tf_mode=self.teacher_forcing.mode
         )
         batch_size = batch.src.size(0)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-        self.log("train/tf_ratio", ratio, batch_size=batch_size)
+        # Nothing here waits for the device: the loss stays off the progress bar (which reads its metrics back
+        # with .item() at every refresh; the logger reads it every log_every_n_steps), and the ratio becomes a
+        # device tensor by a fill kernel, not by the blocking copy that logging a Python float makes.
+        self.log("train/loss", loss, batch_size=batch_size)
+        self.log("train/tf_ratio", torch.full((), ratio, device=loss.device), batch_size=batch_size)
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

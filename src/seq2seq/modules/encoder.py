@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, invert_permutation, pack_padded_sequence, pad_packed_sequence
 
-from seq2seq.modules.rnn import State, make_rnn
+from seq2seq.modules.rnn import State, make_rnn, map_state
 
 
 class RecurrentEncoder(nn.Module):
@@ -56,8 +56,29 @@ class RecurrentEncoder(nn.Module):
             (layers·dirs, B, H) — a pair (h, c) for an LSTM — taken at each sequence's true end.
         """
         embedded = self.dropout(self.embedding(src))  # (B, S, E)
-        # pack_padded_sequence wants the lengths on the CPU; the copy is tiny.
-        packed = pack_padded_sequence(embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
-        packed_outputs, final_state = self.rnn(packed)
+        packed, restore = pack_on_host_lengths(embedded, src_lengths)
+        packed_outputs, final_state = self.rnn(packed)  # final state in the sorted order
         outputs, _ = pad_packed_sequence(packed_outputs, batch_first=True, total_length=src.size(1))
-        return self.dropout(outputs), final_state  # (B, S, H·dirs), (L·dirs, B, H)
+        outputs = outputs.index_select(0, restore)  # back to the batch order: (B, S, H·dirs)
+        final_state = map_state(final_state, lambda s: s.index_select(1, restore))  # (L·dirs, B, H)
+        return self.dropout(outputs), final_state
+
+
+def pack_on_host_lengths(padded: torch.Tensor, lengths: torch.Tensor) -> tuple[PackedSequence, torch.Tensor]:
+    """Pack ``padded`` (B, S, E) of true ``lengths`` (B,), sorted longest first; never waits for the device.
+
+    ``pack_padded_sequence(enforce_sorted=False)`` copies its sort order to the device from pageable memory, and
+    ``pad_packed_sequence`` copies the inverse order back to the host: each a blocking copy per encoder call.
+    Here the lengths are sorted on the CPU (a `Batch` keeps them there), the order travels to the device once,
+    from pinned memory without blocking, and the inverse order is computed on the device.
+
+    Returns:
+        the packed sequence, with no sort indices (the RNN's final state comes out in the sorted order), and
+        ``restore`` (B,), on ``padded``'s device: ``index_select(restore)`` puts sorted rows back in batch order.
+    """
+    sorted_lengths, order = torch.sort(lengths.cpu(), descending=True)  # (B,), (B,) on the CPU
+    if padded.device.type == "cuda":
+        order = order.pin_memory().to(padded.device, non_blocking=True)
+    restore = invert_permutation(order)  # (B,)
+    packed = pack_padded_sequence(padded.index_select(0, order), sorted_lengths, batch_first=True)
+    return packed, restore

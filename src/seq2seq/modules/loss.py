@@ -10,15 +10,21 @@ from torch.nn import functional as F
 # Elements of one chunk of logits: 4M fp32 (16 MiB) stays in a CPU's cache hierarchy and is reused by the
 # allocator; a GPU is fed larger matrix products.
 CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 25}
+# Under fp16 a chunk has at most this many rows: its weight gradient, a sum over the rows of (softmax − one-hot)
+# times features, then stays far below fp16's maximum (65504) for features of magnitude up to ~30.
+FP16_CHUNK_ROWS = 2048
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of ``linear(features)`` over the targets that are not ``ignore_index``.
 
     The forward pass walks the rows in chunks and computes, per chunk, the logits, the loss and at once the
-    gradients (softmax − one-hot)/n with respect to features, weight and bias; backward only scales them. With
-    ``drop_padding`` the padded rows are removed before the output layer; otherwise they are computed and masked,
-    which never waits for the device to count them.
+    gradients with respect to features, weight and bias; backward only scales them. The gradients are kept
+    unnormalized, from (softmax − one-hot) whose entries are at most 1, and backward multiplies them by
+    ``grad_loss / n`` in fp32: under ``16-mixed`` that factor carries the loss scale, so, as in the plain path,
+    nothing is divided by the token count before the scale is applied (16k targets would push the entries below
+    fp16's range). With ``drop_padding`` the padded rows are removed before the output layer; otherwise they are
+    computed and masked, which never waits for the device to count them.
     """
 
     @staticmethod
@@ -36,6 +42,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         kept = kept.to(dtype)
         vocab = weight.size(0)
         chunk = max(1, CHUNK_ELEMENTS.get(device, 1 << 22) // vocab)
+        if dtype == torch.float16:  # one chunk's weight gradient sums `chunk` rows: keep it inside fp16's range
+            chunk = min(chunk, FP16_CHUNK_ROWS)
         grad_kept = torch.empty_like(kept)
         grad_weight = torch.zeros_like(weight, dtype=torch.float32)
         grad_bias = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if bias is not None else None
@@ -54,7 +62,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     mask = keep[start : start + chunk]
                     losses, grad = losses * mask, grad.mul_(mask[:, None])
                 total += losses.sum()
-                grad.div_(count)  # d(mean loss)/d logits
                 if grad_bias is not None:
                     grad_bias += grad.sum(0)
                 grad = grad.to(dtype)
@@ -65,16 +72,24 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     grad_weight += (grad.t() @ x).float()
         grad_kept = grad_kept.to(features.dtype)
         grad_features = torch.zeros_like(features).index_copy_(0, rows, grad_kept) if drop_padding else grad_kept
-        ctx.save_for_backward(grad_features, grad_weight.to(weight.dtype), grad_bias)
+        # n · d(mean loss)/d(features, weight, bias): scaled by grad_loss / n in backward
+        ctx.save_for_backward(grad_features, grad_weight, grad_bias, count)
         ctx.has_bias = bias is not None
+        ctx.weight_dtype = weight.dtype
         return total / count
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss):  # noqa: ANN001, ANN205
-        grad_features, grad_weight, grad_bias = ctx.saved_tensors
-        grad_bias = grad_bias.to(grad_weight.dtype) * grad_loss if ctx.has_bias else None
-        return grad_features * grad_loss, grad_weight * grad_loss, grad_bias, None, None, None
+        grad_features, grad_weight, grad_bias, count = ctx.saved_tensors
+        scale = grad_loss.float() / count  # the loss scale over the token count, in fp32
+
+        def scaled(grad: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+            return (grad.float() * scale).to(dtype)
+
+        grad_bias = scaled(grad_bias, ctx.weight_dtype) if ctx.has_bias else None
+        grad_features = scaled(grad_features, grad_features.dtype)
+        return grad_features, scaled(grad_weight, ctx.weight_dtype), grad_bias, None, None, None
 
 
 def linear_cross_entropy(
