@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from seq2seq.callbacks import keep_sweeping
 from seq2seq.callbacks.launchers import check_sweep_strategy
 from seq2seq.errors import CheckpointError
+from seq2seq.modules.embeddings import check_embedding_settings
 from seq2seq.utils.cli import build_module, instantiate_group, load_checkpoint, plain, user_errors, write_metrics
 from seq2seq.utils.quiet import quiet_lightning
 
@@ -36,6 +37,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_sweep_strategy(cfg.trainer)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    check_embedding_settings(cfg.model, cfg.data, resuming=bool(cfg.get("ckpt_path")))  # before the data is read
     # Resuming keeps the checkpoint's tokenizers, so the vocabulary cannot drift.
     resumed = load_checkpoint(cfg.ckpt_path)["seq2seq"] if cfg.get("ckpt_path") else None
     datamodule = instantiate(cfg.data, tokenizers=resumed["tokenizers"] if resumed else None)

@@ -18,6 +18,7 @@ from omegaconf.errors import MissingMandatoryValue
 from seq2seq.data.tokenizers import PAD_ID, tokenizer_from_str
 from seq2seq.errors import CheckpointError, ConfigError, Seq2SeqError
 from seq2seq.lit_module import CHECKPOINT_KEY, Seq2SeqModule
+from seq2seq.modules.embeddings import load_pretrained_embeddings
 
 log = logging.getLogger("seq2seq")
 
@@ -66,14 +67,23 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def build_module(cfg: DictConfig, tokenizers: dict[str, str], config: dict[str, Any]) -> Seq2SeqModule:
-    """Instantiate the model for these tokenizers' vocabularies and wrap it in the LightningModule."""
+def build_module(
+    cfg: DictConfig, tokenizers: dict[str, str], config: dict[str, Any], pretrained: bool = True
+) -> Seq2SeqModule:
+    """Instantiate the model for these tokenizers' vocabularies and wrap it in the LightningModule.
+
+    ``pretrained``: fill the embeddings from ``model.pretrained_embeddings`` (not when a checkpoint's weights follow:
+    restoring, or resuming with ``ckpt_path``).
+    """
     model = instantiate(
         cfg.model,
         src_vocab_size=tokenizer_from_str(tokenizers["source"]).get_vocab_size(),
         tgt_vocab_size=tokenizer_from_str(tokenizers["target"]).get_vocab_size(),
+        joint_vocab=tokenizers["source"] == tokenizers["target"],
         pad_id=PAD_ID,
     )
+    if pretrained and not cfg.get("ckpt_path"):
+        load_pretrained_embeddings(model, cfg.model.get("pretrained_embeddings"), tokenizers)
     scheduler = cfg.get("scheduler")
     return Seq2SeqModule(
         model=model,
@@ -100,7 +110,7 @@ def load_trained(ckpt_path: str | Path, decoding: DictConfig | None = None) -> t
 def restore_module(checkpoint: dict[str, Any], trained: DictConfig) -> Seq2SeqModule:
     """Rebuild the LightningModule of ``checkpoint`` from the run config ``trained`` and load its weights."""
     saved = checkpoint[CHECKPOINT_KEY]
-    module = build_module(trained, saved["tokenizers"], config=saved["config"])
+    module = build_module(trained, saved["tokenizers"], config=saved["config"], pretrained=False)
     module.load_state_dict(checkpoint["state_dict"])
     return module
 
