@@ -240,8 +240,14 @@ def test_vector_file_errors_are_one_line(tmp_path):
         load_vectors(embedding, vocab, tmp_path / "missing.vec", "source")
     (tmp_path / "bad.gz").write_bytes(b"not gzip at all")
     (tmp_path / "binary.bin").write_bytes(b"3 2\n\xff\xfe\x00\x01")
-    (tmp_path / "short.txt").write_text("Hund 1 2 3\nkatze 1 2\n")
-    for name, message in [("bad.gz", "cannot read"), ("binary.bin", "cannot read"), ("short.txt", "line 2")]:
+    (tmp_path / "short.txt").write_text("Hund 1 2 3\nNew York 1 2 3\nkatze 1 2\n")  # "New York": skipped
+    (tmp_path / "text.txt").write_text("Hund 1 2 3\nkatze 1 x 3\n")
+    for name, message in [
+        ("bad.gz", "cannot read"),
+        ("binary.bin", "cannot read"),
+        ("short.txt", "line 3: the vector of 'katze' is not 3 numbers"),
+        ("text.txt", "line 2: the vector of 'katze' is not 3 numbers"),
+    ]:
         with pytest.raises(DataError, match=message):
             load_vectors(torch.nn.Embedding(len(vocab), 3), vocab, tmp_path / name, "source")
     with pytest.raises(ConfigError, match="no key sourse"):

@@ -164,8 +164,8 @@ def vector_size(path: str | Path) -> int:
 def read_vectors(path: str | Path, wanted: set[str]) -> tuple[dict[str, torch.Tensor], int]:
     """The vectors of the ``wanted`` words in ``path`` (the first line of a word wins) and the vector size.
 
-    Each line is ``word v1 … vD`` (a word may hold spaces; trailing spaces are fine); an optional first line
-    ``count D`` is the word2vec/fastText header.
+    Each line is ``word v1 … vD`` (trailing spaces are fine; lines of words with spaces in them are skipped, no
+    token has one); an optional first line ``count D`` is the word2vec/fastText header.
     """
     path = Path(path)
     vectors: dict[str, torch.Tensor] = {}
@@ -176,17 +176,18 @@ def read_vectors(path: str | Path, wanted: set[str]) -> tuple[dict[str, torch.Te
             raise DataError(f"{path} does not start with a 'count dim' header or a 'word v1 v2 …' line: check the file")
         lines = file if has_header else itertools.chain([first], file)
         for number, line in enumerate(lines, start=2 if has_header else 1):
-            fields = line.rstrip().split(" ")
-            if len(fields) < size + 1:
-                if not line.strip():
-                    continue
-                raise DataError(f"{path} line {number}: expected a word and {size} numbers, got {len(fields)} fields")
-            word = " ".join(fields[:-size])
-            if word in wanted and word not in vectors:
-                try:
-                    vectors[word] = torch.tensor([float(value) for value in fields[-size:]])
-                except ValueError:
-                    raise DataError(f"{path} line {number}: the vector of {word!r} is not {size} numbers") from None
+            word, _, rest = line.partition(" ")  # only the wanted words' numbers are parsed: files are large
+            if word not in wanted or word in vectors:
+                continue
+            values = rest.split()
+            if len(values) > size:
+                continue  # a word with spaces in it ("New York 0.1 …"): no token has one
+            try:
+                if len(values) < size:
+                    raise ValueError
+                vectors[word] = torch.tensor([float(value) for value in values])
+            except ValueError:
+                raise DataError(f"{path} line {number}: the vector of {word!r} is not {size} numbers") from None
     return vectors, size
 
 
