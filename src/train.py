@@ -20,6 +20,7 @@ from seq2seq.callbacks.launchers import check_sweep_strategy
 from seq2seq.checkpoint import build_module, checkpoint_tokenizers, load_checkpoint
 from seq2seq.config_checks import check_hyperparameters
 from seq2seq.errors import CheckpointError
+from seq2seq.modules.embeddings import check_embedding_settings
 from seq2seq.utils.cli import instantiate_group, plain, user_errors, write_metrics
 from seq2seq.utils.quiet import quiet_lightning
 
@@ -43,6 +44,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_sweep_strategy(cfg.trainer)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    check_embedding_settings(cfg.model, cfg.data, resuming=bool(cfg.get("ckpt_path")))  # before the data is read
     # Resuming keeps the checkpoint's tokenizers, so the vocabulary cannot drift.
     # load_checkpoint reads it as data only (weights_only=True) before Lightning reads it again to resume.
     resumed = checkpoint_tokenizers(load_checkpoint(cfg.ckpt_path)) if cfg.get("ckpt_path") else None

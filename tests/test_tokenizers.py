@@ -112,3 +112,94 @@ def test_json_round_trip(tokenizer):
 def test_from_str_rejects_garbage():
     with pytest.raises(DataError, match="not valid tokenizer JSON"):
         tokenizer_from_str("{not json")
+
+
+# --- joint vocabulary (data.joint_vocab=true) -----------------------------------------------------------------
+
+
+class PairsSource:
+    """An in-memory source: the same pairs in every split."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self.pairs = pairs
+
+    def cache_key(self) -> dict:
+        return {"pairs": self.pairs}
+
+    def load(self):
+        from datasets import Dataset, DatasetDict
+
+        columns = {"source": [s for s, _ in self.pairs], "target": [t for _, t in self.pairs]}
+        return DatasetDict({split: Dataset.from_dict(columns) for split in ("train", "val", "test")})
+
+
+# "Katze" and "Hund" appear on the source side only, "cat" and "dog" on the target side only
+PAIRS = [("eine Katze", "a cat"), ("ein Hund", "a dog"), ("eine Katze und ein Hund", "a cat and a dog")]
+
+
+def joint_datamodule(tmp_path, kind: str, joint: bool = True, **settings):
+    from seq2seq.data.datamodule import Seq2SeqDataModule
+
+    return Seq2SeqDataModule(
+        PairsSource(PAIRS),
+        "de",
+        "en",
+        tokenizer=kind,
+        vocab_size=200,
+        min_freq=1,
+        joint_vocab=joint,
+        cache_dir=str(tmp_path / "cache"),
+        **settings,
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_joint_vocab_is_one_tokenizer_for_both_sides(tmp_path, kind):
+    dm = joint_datamodule(tmp_path, kind)
+    dm.setup("fit")
+    assert dm.joint_vocab
+    assert dm.src_tokenizer.get_vocab() == dm.tgt_tokenizer.get_vocab()
+    assert dm.src_vocab_size == dm.tgt_vocab_size
+    # a word seen only in target text is known to the source tokenizer, with the target's ids (and vice versa)
+    for text in ("a cat", "ein Hund"):
+        ids = encode(dm.src_tokenizer, text)
+        assert UNK_ID not in ids and ids == encode(dm.tgt_tokenizer, text)
+        assert decode(dm.src_tokenizer, ids) == text
+    state = dm.tokenizers_state()
+    assert state["source"] == state["target"]  # the checkpoint's two keys hold the one tokenizer
+    # saved once in the run dir
+    dm.save_tokenizers(tmp_path / "run")
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["tokenizer.json"]
+    assert tokenizer_from_str((tmp_path / "run" / "tokenizer.json").read_text()).get_vocab() == (
+        dm.src_tokenizer.get_vocab()
+    )
+
+
+def test_separate_vocabularies_do_not_know_the_other_side(tmp_path):
+    dm = joint_datamodule(tmp_path, "word", joint=False)
+    dm.setup("fit")
+    assert not dm.joint_vocab
+    assert UNK_ID in encode(dm.src_tokenizer, "a cat")
+    dm.save_tokenizers(tmp_path / "run")
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == [
+        "tokenizer.source.json",
+        "tokenizer.target.json",
+    ]
+
+
+def test_joint_vocab_is_part_of_the_cache_key(tmp_path):
+    separate, joint = joint_datamodule(tmp_path, "word", joint=False), joint_datamodule(tmp_path, "word")
+    assert separate.cache_path() != joint.cache_path()
+    joint.setup("fit")
+    again = joint_datamodule(tmp_path, "word")
+    again.setup("fit")
+    assert again.cache_hit and again.joint_vocab and again.tokenizers_state() == joint.tokenizers_state()
+
+
+def test_given_joint_tokenizers_stay_joint(tmp_path):
+    trained = joint_datamodule(tmp_path, "bpe")
+    trained.setup("fit")
+    # as eval.py and translate.py rebuild it from a checkpoint, whatever data.joint_vocab says
+    restored = joint_datamodule(tmp_path, "bpe", joint=False, tokenizers=trained.tokenizers_state())
+    assert restored.joint_vocab
+    assert restored.tokenizers_state() == trained.tokenizers_state()

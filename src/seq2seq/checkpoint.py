@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.data.tokenizers import PAD_ID, tokenizer_from_str
 from seq2seq.errors import CheckpointError
+from seq2seq.modules.embeddings import load_pretrained_embeddings
 from seq2seq.schedulers import lr_schedule
 
 if TYPE_CHECKING:
@@ -197,13 +198,17 @@ def _allowed_class(target: Any) -> bool:
     return isinstance(found, type) and _in_allowed_package(found.__module__)
 
 
-def build_module(cfg: DictConfig, tokenizers: dict[str, str], config: dict[str, Any]) -> Seq2SeqModule:
+def build_module(
+    cfg: DictConfig, tokenizers: dict[str, str], config: dict[str, Any], pretrained: bool = True
+) -> Seq2SeqModule:
     """Instantiate the model for these tokenizers' vocabularies and wrap it in the LightningModule.
 
     Args:
         cfg: a run config (the user's own, or a checkpoint's from `verify_config`).
         tokenizers: ``{"source": json, "target": json}``.
         config: the resolved run config as plain containers, saved into every checkpoint.
+        pretrained: fill the embeddings from ``model.pretrained_embeddings`` (not when a checkpoint's weights
+            follow: restoring, or resuming with ``ckpt_path``).
     """
     from seq2seq.lit_module import Seq2SeqModule  # lit_module imports this module to save its payload
 
@@ -211,8 +216,11 @@ def build_module(cfg: DictConfig, tokenizers: dict[str, str], config: dict[str, 
         cfg.model,
         src_vocab_size=tokenizer_from_str(tokenizers["source"]).get_vocab_size(),
         tgt_vocab_size=tokenizer_from_str(tokenizers["target"]).get_vocab_size(),
+        joint_vocab=tokenizers["source"] == tokenizers["target"],
         pad_id=PAD_ID,
     )
+    if pretrained and not cfg.get("ckpt_path"):
+        load_pretrained_embeddings(model, cfg.model.get("pretrained_embeddings"), tokenizers)
     return Seq2SeqModule(
         model=model,
         teacher_forcing=instantiate(cfg.teacher_forcing),
@@ -243,7 +251,7 @@ def load_trained(ckpt_path: str | Path, decoding: DictConfig | None = None) -> t
 def restore_module(checkpoint: dict[str, Any], trained: DictConfig) -> Seq2SeqModule:
     """Rebuild the LightningModule of ``checkpoint`` from ``trained`` (see `load_trained`) and load its weights."""
     saved = checkpoint[CHECKPOINT_KEY]
-    module = build_module(trained, saved["tokenizers"], config=saved["config"])
+    module = build_module(trained, saved["tokenizers"], config=saved["config"], pretrained=False)
     module.load_state_dict(checkpoint["state_dict"])
     return module
 

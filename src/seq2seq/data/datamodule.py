@@ -52,9 +52,11 @@ class Seq2SeqDataModule(L.LightningDataModule):
             any, goes into the cache key.
         source_lang, target_lang: the languages (names only; the source decides what is read).
         tokenizer: ``"word"``, ``"bpe"`` or ``"char"``, for both sides.
-        vocab_size: the largest vocabulary per side, special tokens included.
+        vocab_size: the largest vocabulary per side (or of the joint one), special tokens included.
         min_freq: tokens (or BPE merges) seen fewer times in train are left out.
         lowercase: lowercase all text before tokenizing.
+        joint_vocab: train one tokenizer on the source and target train text and use it for both sides (a
+            shared vocabulary, as ``model.tie_embeddings=all`` needs); the run dir then holds ``tokenizer.json``.
         max_length: train pairs with more tokens than this on either side (specials not counted) are dropped;
             longer val/test sources are truncated to it (their targets are kept whole).
         batch_size: pairs per batch.
@@ -75,6 +77,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
         vocab_size: int = 10000,
         min_freq: int = 2,
         lowercase: bool = False,
+        joint_vocab: bool = False,
         max_length: int = 100,
         batch_size: int = 128,
         num_workers: int = 0,
@@ -102,6 +105,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
         self.vocab_size = vocab_size
         self.min_freq = min_freq
         self.lowercase = lowercase
+        self.joint_setting = joint_vocab  # what was asked; `joint_vocab` says what the tokenizers are
         self.max_length = max_length
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -140,6 +144,8 @@ class Seq2SeqDataModule(L.LightningDataModule):
                 "min_freq": self.min_freq,
                 "lowercase": self.lowercase,
             }
+            if self.joint_setting:  # only when on, so the keys of existing caches stay what they were
+                tokenization["joint"] = True
         return {
             "source": source,
             "tokenization": tokenization,
@@ -179,9 +185,14 @@ class Seq2SeqDataModule(L.LightningDataModule):
                 "min_freq": self.min_freq,
                 "lowercase": self.lowercase,
             }
-            log.info("training %s tokenizers on %d train pairs", self.tokenizer, train.num_rows)
-            src_tokenizer = train_tokenizer(train.column("source").to_pylist(), **settings)
-            tgt_tokenizer = train_tokenizer(train.column("target").to_pylist(), **settings)
+            sources, targets = train.column("source").to_pylist(), train.column("target").to_pylist()
+            if self.joint_setting:
+                log.info("training one joint %s tokenizer on %d train pairs", self.tokenizer, train.num_rows)
+                src_tokenizer = tgt_tokenizer = train_tokenizer(sources + targets, **settings)
+            else:
+                log.info("training %s tokenizers on %d train pairs", self.tokenizer, train.num_rows)
+                src_tokenizer = train_tokenizer(sources, **settings)
+                tgt_tokenizer = train_tokenizer(targets, **settings)
         log.info("tokenizing the %s split(s)", ", ".join(self.splits))
         data = encode_splits(raw, src_tokenizer, tgt_tokenizer, self.max_length, fingerprint, self.splits)
         if "train" in data.splits and len(data.splits["train"]) == 0:
@@ -288,14 +299,29 @@ class Seq2SeqDataModule(L.LightningDataModule):
         """Id of ``<eos>``."""
         return EOS_ID
 
+    @property
+    def joint_vocab(self) -> bool:
+        """Whether both sides use one tokenizer (one vocabulary, the same ids): trained so, or given so."""
+        state = self.tokenizers_state()
+        return state["source"] == state["target"]
+
     def tokenizers_state(self) -> dict[str, str]:
-        """``{"source": json, "target": json}``: what a checkpoint stores and ``tokenizers=`` takes back."""
+        """``{"source": json, "target": json}``: what a checkpoint stores and ``tokenizers=`` takes back.
+
+        A joint vocabulary stores the same JSON under both keys, so readers of either side need no flag.
+        """
         return {"source": tokenizer_to_str(self.src_tokenizer), "target": tokenizer_to_str(self.tgt_tokenizer)}
 
     def save_tokenizers(self, dirpath: str | Path) -> None:
-        """Write ``tokenizer.source.json`` and ``tokenizer.target.json`` into ``dirpath``."""
+        """Write ``tokenizer.source.json`` and ``tokenizer.target.json`` into ``dirpath``.
+
+        With ``joint_vocab=True`` the one tokenizer is written once, as ``tokenizer.json``.
+        """
         dirpath = Path(dirpath)
         dirpath.mkdir(parents=True, exist_ok=True)
+        if self.joint_setting and self.joint_vocab:
+            self.src_tokenizer.save(str(dirpath / "tokenizer.json"))
+            return
         self.src_tokenizer.save(str(dirpath / "tokenizer.source.json"))
         self.tgt_tokenizer.save(str(dirpath / "tokenizer.target.json"))
 

@@ -120,6 +120,19 @@ def decode(tokenizer: Tokenizer, ids: Iterable[int]) -> str:
     return tokenizer.decoder.decode(tokens)
 
 
+def vector_keys(token: str) -> list[str]:
+    """How a word-vector file may spell ``token``, in order of preference.
+
+    The token itself (subword vectors such as BPEmb keep the ``▁`` marker), then, for a token that starts a word,
+    the plain word (``▁Hund`` → ``Hund``: word vectors have no marker), then that word lowercased.
+    """
+    keys = [token]
+    if token.startswith(SPACE) and len(token) > len(SPACE):
+        word = token[len(SPACE) :]
+        keys += [word] + ([word.lower()] if word.lower() != word else [])
+    return keys
+
+
 def tokenizer_to_str(tokenizer: Tokenizer) -> str:
     """The tokenizer as a JSON string (what checkpoints store)."""
     return tokenizer.to_str()

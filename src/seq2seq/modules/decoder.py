@@ -4,7 +4,8 @@ Each maps the previous target tokens ``inputs`` (B, T) and a `DecoderState` to l
 state and the attention weights (B, T, S) (``None`` without attention); ``features`` stops before the output
 layer, for the loss that fuses it (`seq2seq.modules.loss`). The same call serves a whole
 teacher-forced sequence (T steps) and one decoding step (T = 1), so training and decoding compute the same
-function.
+function. Each kind computes its readout in ``_features``; ``features`` adds the projection a tied output
+layer may need (`seq2seq.modules.embeddings`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class RecurrentDecoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.rnn = make_rnn(cell, rnn_input_size or embedding_dim, hidden_size, num_layers, dropout)
         self.output = nn.Linear(output_input_size or hidden_size, vocab_size)
+        # set by `seq2seq.modules.embeddings.tie_output` when the tied output layer's input size differs
+        self.projection: nn.Linear | None = None
 
     @property
     def fused(self) -> bool:
@@ -73,6 +76,13 @@ class RecurrentDecoder(nn.Module):
 
     def features(self, inputs: torch.Tensor, state: DecoderState, encoded: Encoded) -> DecoderOutput:
         """Like `forward`, but the output layer's input (B, T, F) (dropout applied) instead of the logits."""
+        features, state, weights = self._features(inputs, state, encoded)
+        if self.projection is not None:
+            features = self.projection(features)  # (B, T, E): the tied output layer reads embedding-sized vectors
+        return features, state, weights
+
+    def _features(self, inputs: torch.Tensor, state: DecoderState, encoded: Encoded) -> DecoderOutput:
+        """The readout (B, T, F) before any projection; each decoder kind defines its own."""
         embedded = self.dropout(self.embedding(inputs))  # (B, T, E)
         outputs, rnn_state = self.rnn(embedded, state.rnn)  # (B, T, H)
         return self.dropout(outputs), DecoderState(rnn_state), None
@@ -122,7 +132,7 @@ class BahdanauDecoder(RecurrentDecoder):
     def prepare(self, memory: torch.Tensor) -> torch.Tensor:
         return self.attention.prepare(memory)
 
-    def features(self, inputs: torch.Tensor, state: DecoderState, encoded: Encoded) -> DecoderOutput:
+    def _features(self, inputs: torch.Tensor, state: DecoderState, encoded: Encoded) -> DecoderOutput:
         embedded = self.dropout(self.embedding(inputs))  # (B, T, E)
         outputs, contexts, weights = [], [], []
         for embedded_t in embedded.unbind(1):  # unbind: its backward is one stack, not T zero-filled slices
@@ -194,7 +204,7 @@ class LuongDecoder(RecurrentDecoder):
         context, weights = self.attention(outputs, encoded.keys, encoded.memory, encoded.src_mask)  # (B, T, M)
         return torch.tanh(self.combine(torch.cat([context, outputs], dim=-1))), weights
 
-    def features(self, inputs: torch.Tensor, state: DecoderState, encoded: Encoded) -> DecoderOutput:
+    def _features(self, inputs: torch.Tensor, state: DecoderState, encoded: Encoded) -> DecoderOutput:
         embedded = self.dropout(self.embedding(inputs))  # (B, T, E)
         if not self.input_feeding:
             outputs, rnn_state = self.rnn(embedded, state.rnn)  # (B, T, H): all steps in one call

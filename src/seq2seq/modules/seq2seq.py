@@ -11,6 +11,7 @@ from torch.nn import functional as F
 from seq2seq.errors import ConfigError
 from seq2seq.modules.context import Bridge
 from seq2seq.modules.decoder import make_decoder
+from seq2seq.modules.embeddings import apply_tying, freeze_pretrained
 from seq2seq.modules.encoder import RecurrentEncoder
 from seq2seq.modules.loss import linear_cross_entropy
 from seq2seq.modules.rnn import CELLS
@@ -35,6 +36,13 @@ class Seq2Seq(nn.Module):
         bridge: how the context becomes the decoder state: ``linear``, ``copy`` or ``zeros``.
         attention: the ``attention`` config node: ``{kind: none|bahdanau|luong, size, score, input_feeding}``;
             ``None`` = no attention.
+        tie_embeddings: ``none``; ``decoder``: the target embedding is the output layer's weight (with a projection
+            to the embedding size where the decoder's readout is wider); ``all``: the source embedding too.
+        pretrained_embeddings: the ``model.pretrained_embeddings`` node ``{source, target, freeze}``: the vector
+            files are read by `seq2seq.modules.embeddings.load_pretrained_embeddings` when a model is built for
+            training; here only ``freeze`` acts, on the embeddings of the sides that have a file.
+        joint_vocab: whether source and target share one vocabulary (set from the tokenizers); ``tie_embeddings=all``
+            needs it.
         pad_id: padding token id.
         compile: compile the training forward pass with `torch.compile` (dynamic shapes); decoding stays eager.
     """
@@ -53,6 +61,9 @@ class Seq2Seq(nn.Module):
         decoder_num_layers: int | None = None,
         bridge: str = "linear",
         attention: Mapping | None = None,
+        tie_embeddings: str = "none",
+        pretrained_embeddings: Mapping | None = None,
+        joint_vocab: bool = False,
         pad_id: int = 0,
         compile: bool = False,
     ) -> None:
@@ -78,6 +89,8 @@ class Seq2Seq(nn.Module):
             dropout=dropout,
             pad_id=pad_id,
         )
+        apply_tying(self, tie_embeddings, joint_vocab)
+        freeze_pretrained(self, pretrained_embeddings)
         self.compiled = compile
         if compile:
             self.compile(dynamic=True)  # in place: the state_dict keys stay the same
