@@ -1,7 +1,9 @@
 """Evaluate a checkpoint: ``python src/eval.py ckpt_path=PATH [data=…] [data.split=val|test] [decoding=…]``.
 
 Everything needed comes from the checkpoint (model config, tokenizers, data and decoding configs);
-``data=``/``decoding=`` on the command line replace the checkpoint's.
+``data=``/``decoding=`` on the command line replace the checkpoint's. ``ckpt_path=[a.ckpt,b.ckpt]`` evaluates the
+ensemble of several checkpoints with one vocabulary (`seq2seq.decoding.Ensemble`: the log of their mean
+probability, in decoding and in the teacher-forced loss, ppl and acc), with the first one's data and decoding.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.checkpoint import checkpoint_tokenizers, load_trained, restore_module
+from seq2seq.checkpoint import checkpoint_paths, checkpoint_tokenizers, load_ensemble, restore_ensemble
 from seq2seq.data.datamodule import Seq2SeqDataModule
 from seq2seq.errors import ConfigError, DataError
 from seq2seq.lit_module import Prediction
@@ -58,9 +60,12 @@ def write_predictions(output_dir: Path, predictions: Sequence[Prediction]) -> No
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Decode one split with the checkpoint; write metrics.json, predictions.tsv and hypotheses.txt to the run dir."""
+    """Decode one split with the checkpoint (or the ensemble of several); write metrics.json, predictions.tsv and
+    hypotheses.txt to the run dir."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    checkpoint, trained = load_trained(cfg.ckpt_path, cfg.get("decoding"))
+    paths = checkpoint_paths(cfg.ckpt_path)
+    members = load_ensemble(paths, cfg.get("decoding"))
+    checkpoint, trained = members[0]  # the ensemble's data, decoding and tokenizers
 
     data = OmegaConf.to_container(cfg.data, resolve=True)
     split = data.pop("split", "test")
@@ -80,7 +85,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = eval_datamodule(trained.data, checkpoint_tokenizers(checkpoint), split)
     datamodule.prepare_data()
-    module = restore_module(checkpoint, trained)
+    module = restore_ensemble(members)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     run = trainer.validate if split == "val" else trainer.test
     metrics = dict(run(module, datamodule=datamodule)[0])
@@ -92,7 +97,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             {
                 **metrics,
                 "signatures": module.test_metrics.signatures(),
-                "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+                **({"checkpoint": str(Path(paths[0]).resolve())} if len(paths) == 1 else {}),
+                "checkpoints": [str(Path(path).resolve()) for path in paths],
                 "split": split,
                 "decoding": plain(trained.decoding),
             },

@@ -1,5 +1,8 @@
 """Translate stdin line by line: ``python src/translate.py ckpt_path=PATH [decoding=…]``.
 
+``ckpt_path=[a.ckpt,b.ckpt]`` translates with the ensemble of several checkpoints with one vocabulary (the log of
+their mean probability at each step, `seq2seq.decoding.Ensemble`), with the first one's decoding and data settings.
+
 Reads a pipe in batches, or prompts on a terminal (Ctrl-D quits). Needs nothing but the checkpoint. Input is
 UTF-8; a line that is not gets its undecodable bytes replaced (and a warning), so every line has its output line.
 """
@@ -17,7 +20,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from seq2seq.checkpoint import checkpoint_tokenizers, load_trained, restore_module
+from seq2seq.checkpoint import checkpoint_paths, checkpoint_tokenizers, load_ensemble, restore_ensemble
 from seq2seq.data.batching import pad_source
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, decode, encode_batch, tokenizer_from_str
 from seq2seq.decoding import BeamSearch
@@ -31,11 +34,13 @@ os.environ["PROJECT_ROOT"] = str(Path(__file__).resolve().parents[1])
 
 
 class Translator:
-    """A checkpoint's model, tokenizers and decoding, turning lines of text into hypotheses."""
+    """A checkpoint's (or an ensemble's) model, tokenizers and decoding, turning lines of text into hypotheses."""
 
     def __init__(self, cfg: DictConfig) -> None:
-        checkpoint, trained = load_trained(cfg.ckpt_path, cfg.get("decoding"))
-        self.module = restore_module(checkpoint, trained)
+        paths = checkpoint_paths(cfg.ckpt_path)
+        members = load_ensemble(paths, cfg.get("decoding"))
+        checkpoint, trained = members[0]  # the ensemble's tokenizers, data settings and decoding
+        self.module = restore_ensemble(members)
         device = cfg.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -47,8 +52,10 @@ class Translator:
         self.nbest = getattr(self.search, "nbest", 1)
         self.plot_dir = Path(cfg.plot_attention) if cfg.get("plot_attention") else None
         if self.plot_dir and not self.module.model.has_attention:
+            models = self.module.model.members if len(paths) > 1 else [self.module.model]
+            without = next(path for path, model in zip(paths, models) if not model.has_attention)
             raise ConfigError(
-                f"plot_attention: {cfg.ckpt_path} was trained with attention=none, so there is no attention to plot"
+                f"plot_attention: {without} was trained with attention=none, so there is no attention to plot"
             )
         self.lines_read = 0
 

@@ -3,22 +3,25 @@
 A checkpoint is data, never code. `load_checkpoint` reads it with ``torch.load(weights_only=True)`` and checks its
 format; `verify_config` refuses, before anything is instantiated, any ``_target_`` of its stored config that is not
 a class of this package (``seq2seq.…``) or a torch optimizer or LR scheduler (``torch.optim.…``); `restore_module`
-rebuilds the module from the verified config.
+rebuilds the module from the verified config. `load_ensemble` and `restore_ensemble` do the same for several
+checkpoints (each verified alike) that share their vocabularies, decoded as one `seq2seq.decoding.Ensemble`.
 """
 
 from __future__ import annotations
 
 import importlib
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from seq2seq.data.tokenizers import PAD_ID, tokenizer_from_str
-from seq2seq.errors import CheckpointError
+from seq2seq.decoding.ensemble import Ensemble
+from seq2seq.errors import CheckpointError, ConfigError
 from seq2seq.modules.embeddings import load_pretrained_embeddings
 from seq2seq.schedulers import lr_schedule
 
@@ -259,3 +262,58 @@ def restore_module(checkpoint: dict[str, Any], trained: DictConfig) -> Seq2SeqMo
 def checkpoint_tokenizers(checkpoint: dict[str, Any]) -> dict[str, str]:
     """The ``{"source": json, "target": json}`` tokenizers a checkpoint was trained with."""
     return checkpoint[CHECKPOINT_KEY]["tokenizers"]
+
+
+def checkpoint_paths(ckpt_path: Any) -> list[str]:
+    """The checkpoints ``ckpt_path`` names: one path (``ckpt_path=a.ckpt``) or a list (``ckpt_path=[a.ckpt,b.ckpt]``).
+
+    Raises:
+        ConfigError: the list is empty, or an entry is not a path.
+    """
+    paths = list(ckpt_path) if isinstance(ckpt_path, ListConfig | list | tuple) else [ckpt_path]
+    if not paths or not all(isinstance(path, str | Path) and str(path) for path in paths):
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: pass one checkpoint, ckpt_path=a.ckpt, or an ensemble, ckpt_path=[a.ckpt,b.ckpt]"
+        )
+    return [str(path) for path in paths]
+
+
+def load_ensemble(
+    ckpt_paths: Sequence[str | Path], decoding: DictConfig | None = None
+) -> list[tuple[dict[str, Any], DictConfig]]:
+    """Read and verify several checkpoints (see `load_trained`, each through the allow-list) for one ensemble.
+
+    Args:
+        ckpt_paths: the checkpoints, at least one.
+        decoding: the user's decoding config, in place of each checkpoint's (checked before any file is read).
+
+    Returns:
+        ``(checkpoint, trained config)`` of each, in order.
+
+    Raises:
+        CheckpointError: one is missing, foreign or refused, or its source or target tokenizer differs from the
+            first checkpoint's (an ensemble averages distributions over one vocabulary, fed one source encoding).
+    """
+    members = [load_trained(path, decoding) for path in ckpt_paths]  # bad decoding parameters fail on the first
+    first = checkpoint_tokenizers(members[0][0])
+    for path, (checkpoint, _) in zip(ckpt_paths[1:], members[1:]):
+        tokenizers = checkpoint_tokenizers(checkpoint)
+        for side in ("source", "target"):
+            if tokenizers[side] != first[side]:
+                raise CheckpointError(
+                    f"{path} and {ckpt_paths[0]} have different {side} tokenizers: an ensemble needs checkpoints "
+                    "with the same vocabularies (runs on the same data and tokenizer settings)"
+                )
+    return members
+
+
+def restore_ensemble(members: Sequence[tuple[dict[str, Any], DictConfig]]) -> Seq2SeqModule:
+    """The LightningModule of the first checkpoint, its model replaced by the `Ensemble` of all (`load_ensemble`'s
+    output); a single checkpoint is restored as it is, with its own model.
+
+    The first checkpoint's config (data, decoding, tokenizers) is the module's: the others share its vocabularies.
+    """
+    modules = [restore_module(checkpoint, trained) for checkpoint, trained in members]
+    if len(modules) > 1:
+        modules[0].model = Ensemble([module.model for module in modules])
+    return modules[0]
