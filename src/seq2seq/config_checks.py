@@ -41,7 +41,7 @@ NON_NEGATIVE_INT = Valid("an integer >= 0", lambda v: _integer(v) and v >= 0)
 POSITIVE = Valid("a number > 0", lambda v: _number(v) and v > 0)
 NON_NEGATIVE = Valid("a number >= 0", lambda v: _number(v) and v >= 0)
 PROBABILITY = Valid("a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1)
-DROPOUT = Valid("a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1)
+FRACTION_BELOW_ONE = Valid("a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1)
 OPEN_UNIT = Valid("a number in (0, 1)", lambda v: _number(v) and 0 < v < 1)
 TOP_P = Valid("a number in (0, 1]", lambda v: _number(v) and 0 < v <= 1)
 EPOCHS = Valid("an integer >= 1, or -1 for no limit", lambda v: _integer(v) and (v >= 1 or v == -1))
@@ -54,7 +54,8 @@ CHECKS: dict[str, Valid] = {
     "model.embedding_dim": POSITIVE_INT,
     "model.hidden_size": POSITIVE_INT,
     "model.num_layers": POSITIVE_INT,
-    "model.dropout": DROPOUT,
+    "model.dropout": FRACTION_BELOW_ONE,
+    "model.label_smoothing": FRACTION_BELOW_ONE,
     "model.decoder_hidden_size": optional(POSITIVE_INT),
     "model.decoder_num_layers": optional(POSITIVE_INT),
     "attention.size": optional(POSITIVE_INT),

@@ -64,20 +64,66 @@ class Seq2SeqModule(LightningModule):
         self.test_metrics = Seq2SeqMetrics(lowercase=lowercase)
         self.predictions: list[Prediction] = []  # the last validation/test pass, in input order once it has ended
         self.results: dict[str, float] = {}  # the last computed "val/…" and "test/…" metrics, at full precision
+        # gradient accumulation: target tokens of the window so far, its first batch's, the next backward's weight
+        self._window_tokens = 0
+        self._token_unit = 1
+        self._loss_weight = 1.0
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         ratio = self.teacher_forcing(self.global_step, self.current_epoch)
-        # Mean over the non-pad target tokens of the batch.
-        loss = self.model.loss(
+        # The objective (label-smoothed with model.label_smoothing) and the plain cross-entropy, each a mean over
+        # the non-pad target tokens of the batch.
+        loss, nll = self.model.losses(
             batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, tf_ratio=ratio, tf_mode=self.teacher_forcing.mode
         )
         batch_size = batch.src.size(0)
-        # Nothing here waits for the device: the loss stays off the progress bar (which reads its metrics back
-        # with .item() at every refresh; the logger reads it every log_every_n_steps), and the ratio becomes a
+        # Nothing here waits for the device: the losses stay off the progress bar (which reads its metrics back
+        # with .item() at every refresh; the logger reads them every log_every_n_steps), and the ratio becomes a
         # device tensor by a fill kernel, not by the blocking copy that logging a Python float makes.
         self.log("train/loss", loss, batch_size=batch_size)
+        self.log("train/nll_loss", nll, batch_size=batch_size)
         self.log("train/tf_ratio", torch.full((), ratio, device=loss.device), batch_size=batch_size)
+        self._weigh_by_tokens(batch, batch_idx)
         return loss
+
+    def _weigh_by_tokens(self, batch: Batch, batch_idx: int) -> None:
+        """Make the K batches of an accumulation window count by their target tokens, as one batch of all K would.
+
+        Lightning backpropagates each batch's mean loss divided by K, so a short batch would count as much as a
+        long one. Here each batch's loss is weighted (in `backward`) by its token count, in units of the window's
+        first batch (weights near 1: the scale of 16-mixed gradients stays as it was), and at the window's last
+        batch, before its backward (the one where DDP all-reduces), the gradient accumulated so far is rescaled:
+        the window's gradient becomes that of the mean loss over all its tokens (on this rank). Tokens are counted
+        on the CPU (`Batch.num_tokens`) and the rescale multiplies by a Python float, so nothing waits for the device.
+        """
+        trainer = self._trainer  # None when the step is called outside a fit
+        accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
+        if accumulate == 1:
+            self._loss_weight = 1.0
+            return
+        tokens = batch.num_tokens or int((batch.tgt_out != PAD_ID).sum())  # a batch made without a count: ask
+        if batch_idx % accumulate == 0:  # a new window: Lightning zeroes the gradients after this training_step
+            self._window_tokens = 0
+        if self._window_tokens == 0:  # also the first batch after resuming mid-window (no gradient was saved)
+            self._token_unit = tokens
+        self._window_tokens += tokens
+        if trainer.fit_loop._should_accumulate():  # Lightning's own test for "no optimizer step after this"
+            self._loss_weight = accumulate * tokens / self._token_unit
+            return
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:  # Σ_k<last (n_k / n_1) ∇mean_k  →  Σ_k<last n_k ∇mean_k / N
+            torch._foreach_mul_(grads, self._token_unit / self._window_tokens)
+        self._loss_weight = accumulate * tokens / self._window_tokens  # Lightning divides by K
+        self._window_tokens = 0
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Backpropagate the training step's loss, weighted by its batch's tokens (`_weigh_by_tokens`)."""
+        if self._loss_weight != 1.0:
+            loss = loss * self._loss_weight
+        super().backward(loss, *args, **kwargs)
+
+    def on_train_start(self) -> None:
+        self._window_tokens = 0
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # The gradient norm before clipping; a tensor, so logging it does not wait for the device.

@@ -67,7 +67,7 @@ class ProgressLog(Callback):
         self._window_batches += 1
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
-            loss = loss.detach().float()
+            loss = loss.detach().float() * trainer.accumulate_grad_batches  # Lightning hands back the loss / K
             self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss  # stays on the device
             self._loss_count += 1
         if self._window_batches >= max(1, trainer.log_every_n_steps):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
@@ -16,7 +18,11 @@ FP16_CHUNK_ROWS = 2048
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of ``linear(features)`` over the targets that are not ``ignore_index``.
+    """Mean (label-smoothed) cross-entropy of ``linear(features)`` over the targets that are not ``ignore_index``.
+
+    Returns the loss and, without gradient, the unsmoothed cross-entropy (the same value at ``label_smoothing=0``).
+    With smoothing ε a row's loss is ``(1 − ε)·(−log p_y) + ε·mean_v(−log p_v)`` (PyTorch's definition), so its
+    gradient with respect to the logits is ``softmax − (1 − ε)·one-hot − ε/V``: every entry still lies in [−1, 1].
 
     The forward pass walks the rows in chunks and computes, per chunk, the logits, the loss and at once the
     gradients with respect to features, weight and bias; backward only scales them. The gradients are kept
@@ -28,7 +34,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, features, weight, bias, target, ignore_index: int, drop_padding: bool):  # noqa: ANN001, ANN205
+    def forward(ctx, features, weight, bias, target, ignore_index: int, drop_padding: bool, smoothing: float):  # noqa: ANN001, ANN205
         device = features.device.type
         autocast = torch.is_autocast_enabled(device)
         dtype = torch.get_autocast_dtype(device) if autocast else features.dtype  # matrix products
@@ -48,6 +54,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_weight = torch.zeros_like(weight, dtype=torch.float32)
         grad_bias = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if bias is not None else None
         total = torch.zeros((), dtype=torch.float32, device=features.device)
+        total_nll = torch.zeros((), dtype=torch.float32, device=features.device) if smoothing else total
         with torch.autocast(device, enabled=False):
             weight_ = weight.to(dtype)
             bias_ = bias.to(dtype) if bias is not None else None
@@ -55,13 +62,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 x, y = kept[start : start + chunk], target[start : start + chunk]  # (c, F), (c,)
                 logits = (torch.addmm(bias_, x, weight_.t()) if bias_ is not None else x @ weight_.t()).float()
                 normalizer = logits.logsumexp(-1)  # (c,)
-                losses = normalizer - logits.gather(1, y[:, None]).squeeze(1)  # (c,)
+                nll = normalizer - logits.gather(1, y[:, None]).squeeze(1)  # (c,)
+                losses = nll  # (c,); with smoothing, −mean_v log p_v = normalizer − mean_v logit_v is mixed in
+                if smoothing:
+                    losses = (1.0 - smoothing) * nll + smoothing * (normalizer - logits.mean(-1))
                 grad = logits.sub_(normalizer[:, None]).exp_()  # softmax, in place: (c, V)
-                grad[torch.arange(y.numel(), device=y.device), y] -= 1.0
+                grad[torch.arange(y.numel(), device=y.device), y] -= 1.0 - smoothing
+                if smoothing:
+                    grad.sub_(smoothing / vocab)
                 if keep is not None:  # padded rows: no loss, no gradient
                     mask = keep[start : start + chunk]
-                    losses, grad = losses * mask, grad.mul_(mask[:, None])
+                    losses, nll, grad = losses * mask, nll * mask, grad.mul_(mask[:, None])
                 total += losses.sum()
+                if smoothing:
+                    total_nll += nll.sum()
                 if grad_bias is not None:
                     grad_bias += grad.sum(0)
                 grad = grad.to(dtype)
@@ -76,11 +90,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
         ctx.save_for_backward(grad_features, grad_weight, grad_bias, count)
         ctx.has_bias = bias is not None
         ctx.weight_dtype = weight.dtype
-        return total / count
+        nll = total_nll / count
+        ctx.mark_non_differentiable(nll)
+        return total / count, nll
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_loss):  # noqa: ANN001, ANN205
+    def backward(ctx, grad_loss, grad_nll):  # noqa: ANN001, ANN205, ARG004
         grad_features, grad_weight, grad_bias, count = ctx.saved_tensors
         scale = grad_loss.float() / count  # the loss scale over the token count, in fp32
 
@@ -89,7 +105,34 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
         grad_bias = scaled(grad_bias, ctx.weight_dtype) if ctx.has_bias else None
         grad_features = scaled(grad_features, grad_features.dtype)
-        return grad_features, scaled(grad_weight, ctx.weight_dtype), grad_bias, None, None, None
+        return grad_features, scaled(grad_weight, ctx.weight_dtype), grad_bias, None, None, None, None
+
+
+class TokenLoss(NamedTuple):
+    """A training loss over the non-pad target tokens and the plain cross-entropy it is compared by.
+
+    Attributes:
+        loss: the objective, mean over the tokens of the label-smoothed cross-entropy (differentiable).
+        nll: the mean token cross-entropy without smoothing, without gradient (``loss``'s value at ε = 0): the
+            figure that compares with ``val/loss`` and across runs.
+    """
+
+    loss: torch.Tensor
+    nll: torch.Tensor
+
+
+def cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int, label_smoothing: float = 0.0
+) -> TokenLoss:
+    """``F.cross_entropy(logits, target, ignore_index=…, label_smoothing=…)`` and the unsmoothed one.
+
+    ``logits`` (N, V), ``target`` (N,). The unsmoothed value costs a second softmax only when smoothing.
+    """
+    loss = F.cross_entropy(logits, target, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    if not label_smoothing:
+        return TokenLoss(loss, loss.detach())
+    with torch.no_grad():
+        return TokenLoss(loss, F.cross_entropy(logits, target, ignore_index=ignore_index))
 
 
 def linear_cross_entropy(
@@ -98,16 +141,21 @@ def linear_cross_entropy(
     target: torch.Tensor,
     ignore_index: int,
     drop_padding: bool | None = None,
-) -> torch.Tensor:
-    """``F.cross_entropy(output(features), target, ignore_index=ignore_index)`` (the mean over kept targets).
+    label_smoothing: float = 0.0,
+) -> TokenLoss:
+    """`cross_entropy` of ``output(features)``: the mean (label-smoothed) loss over kept targets, and the plain one.
 
     ``features`` (N, F), ``target`` (N,). With gradients enabled it runs the fused chunked computation, which
     never holds the (N, V) logits or their gradient (a batch with no target to score has loss 0 there); without,
     the plain one. ``drop_padding``: skip the padded rows' output layer instead of masking it; ``None`` = on the
-    CPU, where counting them costs nothing (on a GPU it would wait for the device).
+    CPU, where counting them costs nothing (on a GPU it would wait for the device). ``label_smoothing``: ε in
+    [0, 1), PyTorch's definition: ``(1 − ε)·NLL + ε·mean over the vocabulary of −log p``.
     """
     if not (torch.is_grad_enabled() and (features.requires_grad or output.weight.requires_grad)):
-        return F.cross_entropy(output(features), target, ignore_index=ignore_index)
+        return cross_entropy(output(features), target, ignore_index, label_smoothing)
     if drop_padding is None:
         drop_padding = features.device.type == "cpu"
-    return _LinearCrossEntropy.apply(features, output.weight, output.bias, target, ignore_index, drop_padding)
+    loss, nll = _LinearCrossEntropy.apply(
+        features, output.weight, output.bias, target, ignore_index, drop_padding, float(label_smoothing)
+    )
+    return TokenLoss(loss, nll)

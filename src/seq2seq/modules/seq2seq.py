@@ -6,14 +6,13 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from seq2seq.errors import ConfigError
 from seq2seq.modules.context import Bridge
 from seq2seq.modules.decoder import make_decoder
 from seq2seq.modules.embeddings import apply_tying, freeze_pretrained
 from seq2seq.modules.encoder import RecurrentEncoder
-from seq2seq.modules.loss import linear_cross_entropy
+from seq2seq.modules.loss import TokenLoss, cross_entropy, linear_cross_entropy
 from seq2seq.modules.rnn import CELLS
 from seq2seq.modules.state import DecoderState, Encoded
 from seq2seq.teacher_forcing import check_mode
@@ -43,6 +42,8 @@ class Seq2Seq(nn.Module):
             training; here only ``freeze`` acts, on the embeddings of the sides that have a file.
         joint_vocab: whether source and target share one vocabulary (set from the tokenizers); ``tie_embeddings=all``
             needs it.
+        label_smoothing: ε of the training loss (`losses`), in [0, 1): ``(1 − ε)·NLL + ε·mean over the vocabulary of
+            −log p``; evaluation (`forward`'s logits) is not affected.
         pad_id: padding token id.
         compile: compile the training forward pass with `torch.compile` (dynamic shapes); decoding stays eager.
     """
@@ -64,6 +65,7 @@ class Seq2Seq(nn.Module):
         tie_embeddings: str = "none",
         pretrained_embeddings: Mapping | None = None,
         joint_vocab: bool = False,
+        label_smoothing: float = 0.0,
         pad_id: int = 0,
         compile: bool = False,
     ) -> None:
@@ -74,6 +76,7 @@ class Seq2Seq(nn.Module):
         decoder_hidden_size = decoder_hidden_size or hidden_size * directions
         decoder_num_layers = decoder_num_layers or num_layers
         self.pad_id = pad_id
+        self.label_smoothing = float(label_smoothing)
         self.encoder = RecurrentEncoder(
             src_vocab_size, embedding_dim, hidden_size, num_layers, cell, bidirectional, dropout, pad_id
         )
@@ -171,23 +174,41 @@ class Seq2Seq(nn.Module):
         tf_ratio: float = 1.0,
         tf_mode: str = "exact",
     ) -> torch.Tensor:
-        """The training loss: token cross-entropy averaged over the non-pad targets ``tgt_out`` (B, T).
+        """The training objective of `losses` (label-smoothed token cross-entropy over the non-pad targets)."""
+        return self.losses(src, src_lengths, tgt_in, tgt_out, tf_ratio=tf_ratio, tf_mode=tf_mode).loss
 
-        The same value as cross-entropy on `forward`'s logits. Where the decoder's inputs are known before it
-        runs (ratio 1.0, and the second pass of ``parallel``), the output layer and the loss are fused
-        (`linear_cross_entropy`): the (B·T, V) logits are never stored for backward, and on the CPU padded
-        positions skip the output layer (on a GPU they are masked: counting them would wait for the device).
+    def losses(
+        self,
+        src: torch.Tensor,
+        src_lengths: torch.Tensor,
+        tgt_in: torch.Tensor,
+        tgt_out: torch.Tensor,
+        tf_ratio: float = 1.0,
+        tf_mode: str = "exact",
+    ) -> TokenLoss:
+        """The training loss averaged over the non-pad targets ``tgt_out`` (B, T), and the unsmoothed cross-entropy.
+
+        The same values as `cross_entropy` on `forward`'s logits (with ``label_smoothing``). Where the decoder's
+        inputs are known before it runs (ratio 1.0, and the second pass of ``parallel``), the output layer and the
+        loss are fused (`linear_cross_entropy`): the (B·T, V) logits are never stored for backward, and on the CPU
+        padded positions skip the output layer (on a GPU they are masked: counting them would wait for the device).
         The exact step loop needs each step's logits for its argmax, and a compiled model compiles `forward`,
         so those two take the plain path.
         """
         check_mode(tf_mode)
         if self.compiled or (tf_ratio < 1.0 and tf_mode == "exact"):
             logits = self(src, src_lengths, tgt_in, tf_ratio=tf_ratio, tf_mode=tf_mode)  # (B, T, V)
-            return F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=self.pad_id)
+            return cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), self.pad_id, self.label_smoothing)
         encoded = self.encode(src, src_lengths)
         inputs = tgt_in if tf_ratio >= 1.0 else self._parallel_inputs(tgt_in, encoded, tf_ratio)
         features, _, _ = self.decoder.features(inputs, encoded.state, encoded)  # (B, T, F)
-        return linear_cross_entropy(features.flatten(0, 1), self.decoder.output, tgt_out.flatten(), self.pad_id)
+        return linear_cross_entropy(
+            features.flatten(0, 1),
+            self.decoder.output,
+            tgt_out.flatten(),
+            self.pad_id,
+            label_smoothing=self.label_smoothing,
+        )
 
 
 def _coins(tgt_in: torch.Tensor, tf_ratio: float) -> torch.Tensor:
