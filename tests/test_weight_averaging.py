@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from lightning.pytorch import Callback
 
 from seq2seq.callbacks import ema
+from seq2seq.callbacks.weight_averaging import warmed_up_decay
 from seq2seq.checkpoint import build_module
 from seq2seq.errors import ConfigError
 from seq2seq.utils.cli import instantiate_group, plain
@@ -26,7 +27,7 @@ class RecordWeights(Callback):
 
 
 def test_the_model_ends_with_the_exponential_moving_average_of_its_steps(tmp_path):
-    decay = 0.6
+    decay = 0.2  # below the warm-up's (1 + n) / (10 + n) from the third update on, so both rules are used
     overrides = [*TINY_JOB, f"paths.output_dir={tmp_path}", f"callbacks.ema.decay={decay}"]
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides)
@@ -42,12 +43,14 @@ def test_the_model_ends_with_the_exponential_moving_average_of_its_steps(tmp_pat
     trainer.fit(module, datamodule=datamodule)
 
     expected = dict(recorder.snapshots[0])  # the first update copies the weights
-    for snapshot in recorder.snapshots[1:]:
+    for updates, snapshot in enumerate(recorder.snapshots[1:], start=1):
+        weight = min(decay, (1 + updates) / (10 + updates))  # the warmed-up decay
         expected = {
-            k: decay * expected[k] + (1 - decay) * snapshot[k] if v.is_floating_point() else snapshot[k]
+            k: weight * expected[k] + (1 - weight) * snapshot[k] if v.is_floating_point() else snapshot[k]
             for k, v in expected.items()
         }
     assert len(recorder.snapshots) == 3
+    assert [min(decay, (1 + n) / (10 + n)) for n in (1, 2)] == [2 / 11, decay]
     final = module.model.state_dict()
     for name, value in expected.items():
         torch.testing.assert_close(final[name], value, msg=name)
@@ -70,3 +73,8 @@ def test_decay_must_be_in_the_open_unit_interval(decay):
     with pytest.raises(ConfigError, match="callbacks.ema.decay"):
         ema(decay)
     assert ema(None) is None
+
+
+def test_the_decay_warms_up_to_its_setting():
+    updates = torch.tensor([0, 1, 10, 100, 10_000])
+    torch.testing.assert_close(warmed_up_decay(0.999, updates), torch.tensor([0.1, 2 / 11, 11 / 20, 101 / 110, 0.999]))

@@ -2,18 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 from lightning.pytorch.callbacks import WeightAveraging
-from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from seq2seq.errors import ConfigError
+
+
+def warmed_up_decay(decay: float, updates: torch.Tensor) -> torch.Tensor:
+    """The decay of the update after ``updates`` earlier ones: ``min(decay, (1 + n) / (10 + n))``.
+
+    As TensorFlow's ``ExponentialMovingAverage(num_updates=…)``: with a fixed decay of 0.999 the average would still
+    be 37 % random initial weights after 1,000 steps; warmed up, the early average follows the weights closely and
+    the decay reaches ``decay`` after about ``10 / (1 - decay)`` steps. A tensor on the weights' device, so the
+    update never waits for the device.
+    """
+    steps = updates.to(torch.float32)
+    return torch.clamp((1 + steps) / (10 + steps), max=decay)
+
+
+def ema_update(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
+    """A ``multi_avg_fn`` for `torch.optim.swa_utils.AveragedModel`: EMA with the warmed-up decay, foreach kernels."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():  # integer buffers (counters) follow the model
+            torch._foreach_copy_(averaged, current)
+            return
+        weight = warmed_up_decay(decay, updates)
+        torch._foreach_mul_(averaged, weight)
+        torch._foreach_add_(averaged, torch._foreach_mul(current, 1 - weight))
+
+    return update
 
 
 def ema(decay: float | None = None) -> WeightAveraging | None:
     """Lightning's `WeightAveraging` with an EMA of decay ``decay`` after every optimizer step, or ``None`` (off).
 
-    Validation runs on the averaged weights, checkpoints store them as ``state_dict`` (so ``best.ckpt``,
-    ``eval.py`` and ``translate.py`` use them; the raw weights travel as ``current_model_state`` for resuming),
-    and after fitting the model holds them, so the final val/test score them.
+    The decay is warmed up (`warmed_up_decay`). Validation runs on the averaged weights, checkpoints store them as
+    ``state_dict`` (so ``best.ckpt``, ``eval.py`` and ``translate.py`` use them; the raw weights and the update
+    count travel as ``current_model_state`` and ``averaging_state`` for resuming), and after fitting the model holds
+    them, so the final val/test score them.
 
     Args:
         decay: the weight of the old average at each update, in (0, 1), e.g. 0.999; ``None`` disables averaging.
@@ -22,4 +52,4 @@ def ema(decay: float | None = None) -> WeightAveraging | None:
         return None
     if isinstance(decay, bool) or not isinstance(decay, float | int) or not 0 < decay < 1:
         raise ConfigError(f"callbacks.ema.decay={decay!r}: use a number in (0, 1) such as 0.999, or null (off)")
-    return WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(float(decay)))
+    return WeightAveraging(multi_avg_fn=ema_update(float(decay)))
