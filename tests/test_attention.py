@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import read_metrics, run_cli, run_dirs, translate
+from conftest import TINY_JOB, read_metrics, run_cli, run_dirs, translate
 from matplotlib.image import imread
 
 from seq2seq.decoding import BeamSearch, GreedySearch, SampleSearch
@@ -181,40 +181,54 @@ LONG_REVERSE = [
 ]
 
 
-@pytest.fixture(scope="module")
-def long_reverse(tmp_path_factory):
-    """The same short CPU budget with and without attention: {name: run dir}."""
+def train_with_and_without_attention(tmp_path_factory, overrides: list[str]) -> dict:
+    """The same CPU budget with and without attention: {name: run dir}."""
     runs = {}
-    for name, overrides in {
+    for name, attention in {
         "none": ["attention=none"],
         "luong": ["attention=luong", "attention.input_feeding=false"],
     }.items():
         log_dir = tmp_path_factory.mktemp(name)
-        run_cli("train", *LONG_REVERSE, *overrides, f"data.cache_dir={log_dir}/cache", log_dir=log_dir)
+        run_cli("train", *overrides, *attention, f"data.cache_dir={log_dir}/cache", log_dir=log_dir)
         (runs[name],) = run_dirs(log_dir, "train")
     return runs
 
 
+@pytest.fixture(scope="module")
+def long_reverse(tmp_path_factory):
+    """Six epochs of long reversal with and without attention (a few minutes: the slow test's)."""
+    return train_with_and_without_attention(tmp_path_factory, LONG_REVERSE)
+
+
+@pytest.fixture(scope="module")
+def tiny_attention_runs(tmp_path_factory):
+    """Two epochs of the tiny reverse job with and without attention (seconds: for the plotting tests)."""
+    return train_with_and_without_attention(tmp_path_factory, [*TINY_JOB, "trainer.max_epochs=2", "test=false"])
+
+
+@pytest.mark.slow
 def test_attention_learns_long_reversal_that_the_context_vector_cannot(long_reverse):
     with_attention = read_metrics(long_reverse["luong"])["val/exact_match"]
     without = read_metrics(long_reverse["none"])["val/exact_match"]
     assert with_attention >= 0.25 and with_attention >= without + 0.2, (with_attention, without)
 
 
-def test_training_draws_heatmaps_only_with_attention(long_reverse):
-    plots = sorted(p.name for p in (long_reverse["luong"] / "plots").glob("*.png"))
+def test_training_draws_heatmaps_only_with_attention(tiny_attention_runs):
+    plots = sorted(p.name for p in (tiny_attention_runs["luong"] / "plots").glob("*.png"))
     assert "epoch000_example0.png" in plots and "final_example2.png" in plots
-    assert len(plots) == 3 * 7  # 3 examples × (6 epochs + the final validation)
-    assert not (long_reverse["none"] / "plots").exists()
+    assert len(plots) == 3 * 3  # 3 examples × (2 epochs + the final validation)
+    assert not (tiny_attention_runs["none"] / "plots").exists()
 
 
-def test_translate_plots_one_heatmap_per_input_line(long_reverse, tmp_path):
-    checkpoint = long_reverse["luong"] / "checkpoints" / "best.ckpt"
+def test_translate_plots_one_heatmap_per_input_line(tiny_attention_runs, tmp_path):
+    checkpoint = tiny_attention_runs["luong"] / "checkpoints" / "best.ckpt"
     lines = "t1 t2 t3 t4 t5 t6 t7 t8 t9 t10 t11 t12 t13 t14 t15\n\nt5 t6 t7\n"
     result = translate(checkpoint, lines, f"+plot_attention={tmp_path}/maps", "decoding=beam")
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 3
     assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["line00001.png", "line00003.png"]
     # a checkpoint without attention has nothing to plot: one line
-    result = translate(long_reverse["none"] / "checkpoints" / "best.ckpt", "t1 t2\n", f"+plot_attention={tmp_path}/x")
+    result = translate(
+        tiny_attention_runs["none"] / "checkpoints" / "best.ckpt", "t1 t2\n", f"+plot_attention={tmp_path}/x"
+    )
     assert result.returncode == 2 and "attention=none" in result.stderr and "Traceback" not in result.stderr
