@@ -55,7 +55,8 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})},
+        # tiny models: one thread is as fast, and a busy CI machine cannot be oversubscribed by it
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1", **(env or {})},
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
@@ -65,7 +66,8 @@ def run_cli(
 def translate(ckpt, text: str, *overrides: str) -> subprocess.CompletedProcess:
     """Pipe ``text`` into ``python src/translate.py ckpt_path=ckpt overrides…``."""
     cmd = [sys.executable, str(ROOT / "src" / "translate.py"), f"ckpt_path={ckpt}", *overrides]
-    return subprocess.run(cmd, cwd=ROOT, input=text, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=ROOT, input=text, capture_output=True, text=True, timeout=300, env=env)
 
 
 def run_dirs(log_dir: Path, task: str) -> list[Path]:
