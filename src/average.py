@@ -15,9 +15,9 @@ import hydra
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from seq2seq.checkpoint import load_checkpoint
+from seq2seq.checkpoint import check_same_vocabularies, load_checkpoint
 from seq2seq.errors import CheckpointError, ConfigError
-from seq2seq.utils.cli import user_errors
+from seq2seq.utils.cli import atomic_open, user_errors
 
 os.environ["PROJECT_ROOT"] = str(Path(__file__).resolve().parents[1])
 
@@ -30,10 +30,9 @@ def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
     if not paths:
         raise ConfigError("ckpt_paths is empty: pass ckpt_paths=[a.ckpt,b.ckpt]")
     checkpoints = [load_checkpoint(path) for path in paths]
+    check_same_vocabularies(paths, checkpoints, "average checkpoints of one run")
     first = checkpoints[0]
     for path, checkpoint in zip(paths[1:], checkpoints[1:]):
-        if checkpoint["seq2seq"]["tokenizers"] != first["seq2seq"]["tokenizers"]:
-            raise CheckpointError(f"{path} has other vocabularies than {paths[0]}: average checkpoints of one run")
         shapes = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
         if shapes != {k: tuple(v.shape) for k, v in first["state_dict"].items()}:
             raise CheckpointError(f"{path} holds another model than {paths[0]}: average checkpoints of one model")
@@ -54,14 +53,6 @@ def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
     }
 
 
-def save(checkpoint: dict[str, Any], path: Path) -> None:
-    """Write ``checkpoint`` to ``path`` atomically (a temporary file, then one rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(checkpoint, temporary)
-    os.replace(temporary, path)
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="average.yaml")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
@@ -70,7 +61,10 @@ def main(cfg: DictConfig) -> None:
         if not isinstance(paths, ListConfig):
             raise ConfigError(f"ckpt_paths={paths}: pass a list, ckpt_paths=[a.ckpt,b.ckpt]")
         output = Path(cfg.output)
-        save(average_checkpoints(list(paths)), output)
+        averaged = average_checkpoints(list(paths))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(output, binary=True) as file:  # a run cut short leaves no half-written checkpoint
+            torch.save(averaged, file)
         print(f"averaged {len(paths)} checkpoints into {output}", file=sys.stderr)
 
 

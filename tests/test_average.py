@@ -47,6 +47,6 @@ def test_other_vocabularies_are_refused(reverse_run, tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'other.ckpt'} has other vocabularies than {best}: average checkpoints of one run"
+        f"error: {tmp_path / 'other.ckpt'} and {best} have different target tokenizers: average checkpoints of one run"
     ]
     assert not (tmp_path / "avg.ckpt").exists()

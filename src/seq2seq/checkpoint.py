@@ -295,16 +295,23 @@ def load_ensemble(
             first checkpoint's (an ensemble averages distributions over one vocabulary, fed one source encoding).
     """
     members = [load_trained(path, decoding) for path in ckpt_paths]  # bad decoding parameters fail on the first
-    first = checkpoint_tokenizers(members[0][0])
-    for path, (checkpoint, _) in zip(ckpt_paths[1:], members[1:]):
+    check_same_vocabularies(
+        ckpt_paths,
+        [checkpoint for checkpoint, _ in members],
+        "an ensemble needs checkpoints with the same vocabularies (runs on the same data and tokenizer settings)",
+    )
+    return members
+
+
+def check_same_vocabularies(paths: Sequence[str | Path], checkpoints: Sequence[dict[str, Any]], fix: str) -> None:
+    """Raise a `CheckpointError` ending in ``fix`` if a checkpoint's source or target tokenizer differs from the
+    first one's (ensembles and averages need one vocabulary)."""
+    first = checkpoint_tokenizers(checkpoints[0])
+    for path, checkpoint in zip(paths[1:], checkpoints[1:]):
         tokenizers = checkpoint_tokenizers(checkpoint)
         for side in ("source", "target"):
             if tokenizers[side] != first[side]:
-                raise CheckpointError(
-                    f"{path} and {ckpt_paths[0]} have different {side} tokenizers: an ensemble needs checkpoints "
-                    "with the same vocabularies (runs on the same data and tokenizer settings)"
-                )
-    return members
+                raise CheckpointError(f"{path} and {paths[0]} have different {side} tokenizers: {fix}")
 
 
 def restore_ensemble(members: Sequence[tuple[dict[str, Any], DictConfig]]) -> Seq2SeqModule:

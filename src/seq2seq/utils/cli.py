@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import torch
 from hydra.utils import instantiate
@@ -66,20 +66,22 @@ def plain(cfg: DictConfig) -> dict[str, Any]:
 
 
 @contextmanager
-def atomic_open(path: str | Path, newline: str | None = None) -> Iterator[TextIO]:
-    """Open ``path`` to write UTF-8 text that readers see whole or not at all, never in part.
+def atomic_open(path: str | Path, newline: str | None = None, binary: bool = False) -> Iterator[TextIO | BinaryIO]:
+    """Open ``path`` to write UTF-8 text (or bytes) that readers see whole or not at all, never in part.
 
-    The text goes to a temporary file beside ``path``, which replaces it once written and synced; if writing
+    The content goes to a temporary file beside ``path``, which replaces it once written and synced; if writing
     fails (a full disk, an exception, a killed process), ``path`` keeps its previous content.
 
     Args:
         path: the file to write.
-        newline: as for `open` (``""`` for the csv module).
+        newline: as for `open` (``""`` for the csv module); text only.
+        binary: write bytes (e.g. ``torch.save`` into the file) instead of text.
     """
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    options = {"mode": "xb"} if binary else {"mode": "x", "encoding": "utf-8", "newline": newline}
     try:
-        with open(temporary, "x", encoding="utf-8", newline=newline) as file:
+        with open(temporary, **options) as file:
             yield file
             file.flush()
             os.fsync(file.fileno())
