@@ -396,4 +396,35 @@ def test_the_scan_finds_private_members_of_dependencies_and_not_our_own(tmp_path
         "benchmarks/ok.py:7": "._version",  # another object's: not one of our own names
     }
     assert len(found) == len(expected), found
-    assert all(any(line.startswith(f"{where}:") and what in line for line in found) for where, what in expected.items()), found
+    assert all(
+        any(line.startswith(f"{where}:") and what in line for line in found) for where, what in expected.items()
+    ), found
+
+
+# --- the module's promises -----------------------------------------------------------------------------------------
+
+CAPPED = {"torch", "lightning", "sacrebleu"}  # the libraries whose private APIs compat.py uses
+
+
+def test_each_compat_function_names_its_private_api_tested_versions_and_fix():
+    functions = [f for name, f in vars(compat).items() if inspect.isfunction(f) and f.__module__ == compat.__name__]
+    assert len(functions) >= 17
+    for function in functions:
+        doc = inspect.getdoc(function) or ""
+        assert all(key in doc for key in ("Private API:", "Tested on:", "Breaks if:", "Fix:")), function.__name__
+
+
+def test_the_libraries_whose_private_apis_we_use_are_capped_and_installed_within_the_caps():
+    from importlib.metadata import version
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    requirements = {r.name: r for r in map(Requirement, pyproject["project"]["dependencies"]) if r.name in CAPPED}
+    assert set(requirements) == CAPPED
+    for name, requirement in requirements.items():
+        assert any(spec.operator == "<" for spec in requirement.specifier), f"{name} has no cap"
+        installed = version(name)
+        assert requirement.specifier.contains(installed, prereleases=True), f"{name} {installed}: not {requirement}"
