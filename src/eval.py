@@ -1,4 +1,6 @@
-"""Evaluate a checkpoint: ``python src/eval.py ckpt_path=PATH [data=…] [data.split=val|test] [decoding=…]``.
+"""Evaluate a checkpoint: ``python src/eval.py ckpt_path=PATH [data=…] [data.split=NAME] [decoding=…]``.
+
+``data.split``: ``val``, ``test`` or a named test set (``test_2017_flickr``…, `seq2seq.data.test_sets`).
 
 Everything needed comes from the checkpoint (model config, tokenizers, data and decoding configs);
 ``data=``/``decoding=`` on the command line replace the checkpoint's. ``ckpt_path=[a.ckpt,b.ckpt]`` evaluates the
@@ -23,8 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.checkpoint import checkpoint_paths, checkpoint_tokenizers, load_ensemble, restore_ensemble
 from seq2seq.data.datamodule import Seq2SeqDataModule
-from seq2seq.errors import ConfigError, DataError
+from seq2seq.data.test_sets import check_split_name, select_split, split_prefix
+from seq2seq.errors import DataError
 from seq2seq.lit_module import Prediction
+from seq2seq.tokenized_bleu import tokenized_bleu_metrics
 from seq2seq.utils.cli import plain, user_errors, write_metrics, write_text_atomic
 from seq2seq.utils.quiet import quiet_lightning
 
@@ -33,7 +37,6 @@ from seq2seq.utils.quiet import quiet_lightning
 os.environ["PROJECT_ROOT"] = str(Path(__file__).resolve().parents[1])
 log = logging.getLogger("seq2seq")
 quiet_lightning()
-SPLITS = ("val", "test")
 
 
 def eval_datamodule(data: Any, tokenizers: dict[str, str], split: str) -> Seq2SeqDataModule:
@@ -69,8 +72,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     data = OmegaConf.to_container(cfg.data, resolve=True)
     split = data.pop("split", "test")
-    if split not in SPLITS:
-        raise ConfigError(f"unknown data.split {split!r}: use data.split=val or data.split=test")
+    check_split_name(split)
     if "_target_" in data:
         pair, trained_pair = (
             (data["source_lang"], data["target_lang"]),
@@ -82,21 +84,27 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                 f"pass data.source_lang={trained_pair[0]} data.target_lang={trained_pair[1]}"
             )
         trained.data = data
+    stage, trained.data = select_split(trained.data, split, cfg.paths.data_dir)  # a named set: its test files
 
-    datamodule = eval_datamodule(trained.data, checkpoint_tokenizers(checkpoint), split)
+    datamodule = eval_datamodule(trained.data, checkpoint_tokenizers(checkpoint), stage)
     datamodule.prepare_data()
     module = restore_ensemble(members)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
-    run = trainer.validate if split == "val" else trainer.test
+    run = trainer.validate if stage == "val" else trainer.test
     metrics = dict(run(module, datamodule=datamodule)[0])
     metrics.update(module.results)  # the exact values (Lightning returns float32 copies)
 
     if trainer.is_global_zero:
+        # the papers' lowercased, Moses-tokenized BLEU, where the split has such a reference (Multi30k test2016)
+        hypotheses = [prediction.hypothesis for prediction in module.predictions]
+        prefix, target_lang = split_prefix(trained.data, stage), trained.data["target_lang"]
+        tokenized, tokenized_signature = tokenized_bleu_metrics(prefix, target_lang, hypotheses, stage)
+        metrics.update(tokenized)
         write_metrics(
             output_dir / "metrics.json",
             {
                 **metrics,
-                "signatures": module.test_metrics.signatures(),
+                "signatures": {**module.test_metrics.signatures(), **tokenized_signature},
                 **({"checkpoint": str(Path(paths[0]).resolve())} if len(paths) == 1 else {}),
                 "checkpoints": [str(Path(path).resolve()) for path in paths],
                 "split": split,
