@@ -123,9 +123,18 @@ class Scored(LightningModule):
         return DataLoader(torch.randn(2, 4), batch_size=2)
 
 
-def _fit(module: Scored, dirpath: Path, epochs: int, ckpt_path: Path | None = None, every: int | None = None):
+def _fit(
+    module: Scored,
+    dirpath: Path,
+    epochs: int,
+    ckpt_path: Path | None = None,
+    every: int | None = None,
+    keep_last: int | None = None,
+):
     """Fit with the run's checkpoint callbacks writing into ``dirpath``; the trainer."""
-    checkpoint = BestAndLastCheckpoint(dirpath, "best", "val/score", save_last=True, every_n_train_steps=every)
+    checkpoint = BestAndLastCheckpoint(
+        dirpath, "best", "val/score", save_last=True, every_n_train_steps=every, keep_last=keep_last
+    )
     trainer = Trainer(
         max_epochs=epochs,
         callbacks=[checkpoint, CheckpointOnInterrupt(dirpath), RandomState()],
@@ -196,3 +205,42 @@ def test_a_resumed_run_keeps_the_best_checkpoint_of_the_run_it_resumes(tmp_path)
     trainer = _fit(Scored([0.9, 0.5, 0.4, 0.95]), tmp_path / "newer", epochs=4, ckpt_path=new / "last.ckpt")
     assert trainer.checkpoint_callback.best_model_path == str(tmp_path / "newer" / "best.ckpt")  # 0.95 wins
     assert (old / "best.ckpt").is_file()  # another run's files are never deleted
+
+
+# --- keep_last: the last N epoch-end checkpoints, to average -------------------------------------------------------
+
+
+def _files(dirpath: Path) -> set[str]:
+    return {path.name for path in dirpath.iterdir()}
+
+
+def test_keep_last_keeps_exactly_the_last_n_epoch_checkpoints(tmp_path):
+    _fit(Scored([0.5, 0.6, 0.4, 0.3]), tmp_path / "off", epochs=4)
+    assert _files(tmp_path / "off") == {"best.ckpt", "last.ckpt"}  # off by default
+    _fit(Scored([0.5, 0.6, 0.4, 0.3]), tmp_path / "on", epochs=4, keep_last=2)
+    assert _files(tmp_path / "on") == {"best.ckpt", "last.ckpt", "epoch_002.ckpt", "epoch_003.ckpt"}
+    for epoch in (2, 3):  # the model at the end of that epoch (4 steps an epoch)
+        checkpoint = torch.load(tmp_path / "on" / f"epoch_{epoch:03d}.ckpt", weights_only=True)
+        assert (checkpoint["epoch"], checkpoint["global_step"]) == (epoch, 4 * (epoch + 1))
+    last = torch.load(tmp_path / "on" / "last.ckpt", weights_only=True)["state_dict"]
+    final = torch.load(tmp_path / "on" / "epoch_003.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(last[name], final[name]) for name in last)
+
+
+def test_keep_last_counts_but_never_deletes_the_epoch_checkpoints_of_the_run_it_resumes(tmp_path, caplog):
+    old, new = tmp_path / "old", tmp_path / "new"
+    _fit(Scored([0.5, 0.6, 0.4, 0.3]), old, epochs=3, keep_last=2)
+    assert _files(old) == {"best.ckpt", "last.ckpt", "epoch_001.ckpt", "epoch_002.ckpt"}
+    with caplog.at_level("INFO", logger="seq2seq"):
+        trainer = _fit(Scored([0.5, 0.6, 0.4, 0.3]), new, epochs=4, ckpt_path=old / "last.ckpt", keep_last=2)
+    assert _files(old) == {"best.ckpt", "last.ckpt", "epoch_001.ckpt", "epoch_002.ckpt"}
+    assert _files(new) == {"last.ckpt", "epoch_003.ckpt"}
+    assert trainer.checkpoint_callback.epoch_checkpoints == {2: old / "epoch_002.ckpt", 3: new / "epoch_003.ckpt"}
+    kept = f"ckpt_paths=[{old / 'epoch_002.ckpt'},{new / 'epoch_003.ckpt'}]"
+    assert any(kept in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("keep_last", [0, -1, True, 1.5])
+def test_keep_last_must_be_a_positive_number(keep_last):
+    with pytest.raises(ConfigError, match=f"keep_last={keep_last!r}: use a number"):
+        BestAndLastCheckpoint(monitor="val/bleu", keep_last=keep_last)
