@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ROOT, TINY_JOB, run_cli, run_dirs
+from conftest import ROOT, TINY_JOB, read_metrics, run_cli, run_dirs
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import WeightAveraging
 
 from seq2seq.callbacks import ema
 from seq2seq.callbacks.weight_averaging import warmed_up_decay
@@ -37,7 +38,7 @@ def test_the_model_ends_with_the_exponential_moving_average_of_its_steps(tmp_pat
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.tokenizers_state(), config=plain(cfg.model))
     recorder = RecordWeights()
-    callbacks = [recorder, *[c for c in instantiate_group(cfg.callbacks) if type(c).__name__ == "WeightAveraging"]]
+    callbacks = [recorder, *[c for c in instantiate_group(cfg.callbacks) if isinstance(c, WeightAveraging)]]
     assert len(callbacks) == 2
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False, enable_checkpointing=False)
     trainer.fit(module, datamodule=datamodule)
@@ -78,3 +79,19 @@ def test_decay_must_be_in_the_open_unit_interval(decay):
 def test_the_decay_warms_up_to_its_setting():
     updates = torch.tensor([0, 1, 10, 100, 10_000])
     torch.testing.assert_close(warmed_up_decay(0.999, updates), torch.tensor([0.1, 2 / 11, 11 / 20, 101 / 110, 0.999]))
+
+
+@pytest.mark.parametrize("decay", [None, 0.5])
+def test_train_scores_the_same_best_checkpoint_as_eval(tmp_path, decay):
+    """train.py's final test runs on best.ckpt's weights (the EMA with callbacks.ema.decay), as eval.py does."""
+    ema_setting = "null" if decay is None else str(decay)
+    overrides = [*TINY_JOB, "trainer.max_epochs=2", f"callbacks.ema.decay={ema_setting}"]
+    run_cli("train", *overrides, log_dir=tmp_path / "train")
+    (run_dir,) = run_dirs(tmp_path / "train", "train")
+    trained = read_metrics(run_dir)
+    run_cli("eval", f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", "trainer=cpu", log_dir=tmp_path / "eval")
+    (eval_dir,) = run_dirs(tmp_path / "eval", "eval")
+    evaluated = read_metrics(eval_dir)
+    names = [name for name in trained if name.startswith("test/")]
+    assert "test/loss" in names
+    assert {name: trained[name] for name in names} == pytest.approx({name: evaluated[name] for name in names}, rel=1e-6)
