@@ -13,6 +13,7 @@ import torch
 from conftest import ROOT, TINY_JOB, read_metrics, run_cli, run_dirs
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from test_errors import assert_one_line_error
 from torch.utils.data import DataLoader
 
 from seq2seq.callbacks import BestAndLastCheckpoint, CheckpointOnInterrupt, RandomState
@@ -88,6 +89,16 @@ def test_killed_and_resumed_run_logs_the_same_losses_as_an_uninterrupted_one(tmp
     resumed, uninterrupted = read_metrics(third), read_metrics(whole)
     assert resumed.pop("signatures") == uninterrupted.pop("signatures")
     assert resumed == pytest.approx(uninterrupted, rel=1e-5)
+
+
+def test_resuming_mid_epoch_with_another_batch_size_is_one_error_line(tmp_path):
+    """data.batch_size 16 -> 17 keeps 8 batches an epoch but cuts other ones: the rest of the epoch is unknown."""
+    first = _run_killed_at(4, log_dir=tmp_path / "first")  # last.ckpt: step 3 of 8
+    last = first / "checkpoints" / "last.ckpt"
+    result = run_cli(
+        "train", *EXACT, "data.batch_size=17", f"ckpt_path={last}", log_dir=tmp_path / "again", check=False
+    )
+    assert_one_line_error(result, "data.batch_size=16", "data.batch_size=17", "epoch-end last.ckpt")
 
 
 # --- the callbacks on a tiny in-process model ---------------------------------------------------------------------
