@@ -13,6 +13,7 @@ import torch
 from conftest import ROOT, TINY_JOB, read_metrics, run_cli, run_dirs
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from test_errors import assert_one_line_error
 from torch.utils.data import DataLoader
 
 from seq2seq.callbacks import BestAndLastCheckpoint, CheckpointOnInterrupt, RandomState
@@ -88,6 +89,71 @@ def test_killed_and_resumed_run_logs_the_same_losses_as_an_uninterrupted_one(tmp
     resumed, uninterrupted = read_metrics(third), read_metrics(whole)
     assert resumed.pop("signatures") == uninterrupted.pop("signatures")
     assert resumed == pytest.approx(uninterrupted, rel=1e-5)
+
+
+class RankLosses(Callback):
+    """Append ``step<TAB>loss`` of each training step of this rank to ``dirpath/rank<R>.tsv`` (loggers get rank 0's)."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        with (self.dirpath / f"rank{trainer.global_rank}.tsv").open("a") as file:
+            file.write(f"{trainer.global_step - 1}\t{float(outputs['loss'])!r}\n")
+
+
+def _rank_losses(dirpath: Path, rank: int) -> dict[int, float]:
+    lines = (dirpath / f"rank{rank}.tsv").read_text().splitlines()
+    return {int(step): float(loss) for step, loss in (line.split("\t") for line in lines)}
+
+
+def test_every_rank_trains_on_after_a_resume_as_in_the_uninterrupted_run(tmp_path):
+    """Under DDP each rank draws its own dropout masks and coin flips: each gets its own random states back."""
+    # 2 processes: 4 steps an epoch, 2 epochs; last.ckpt at step 3, in the middle of the first epoch
+    ddp = [*EXACT, "trainer=ddp_sim", "trainer.max_epochs=2", "+callbacks.rank_losses._target_=test_resume.RankLosses"]
+    env = {"PYTHONPATH": str(ROOT / "tests")}
+    with ThreadPoolExecutor() as pool:
+        whole = pool.submit(
+            run_cli,
+            "train",
+            *ddp,
+            f"+callbacks.rank_losses.dirpath={tmp_path / 'whole'}",
+            log_dir=tmp_path / "w",
+            env=env,
+            timeout=300,
+        )
+        first = _run_killed_at(
+            3, *ddp[len(EXACT) :], f"+callbacks.rank_losses.dirpath={tmp_path / 'x'}", log_dir=tmp_path / "first"
+        )
+        whole.result()
+    last = first / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+    resumed = tmp_path / "resumed"
+    run_cli(
+        "train",
+        *ddp,
+        f"+callbacks.rank_losses.dirpath={resumed}",
+        f"ckpt_path={last}",
+        log_dir=tmp_path / "r",
+        env=env,
+        timeout=300,
+    )
+    for rank in (0, 1):
+        expected, got = _rank_losses(tmp_path / "whole", rank), _rank_losses(resumed, rank)
+        assert sorted(expected) == list(range(8)) and sorted(got) == list(range(3, 8))
+        for step, loss in got.items():
+            assert loss == pytest.approx(expected[step], rel=1e-5, abs=1e-7), (rank, step)
+
+
+def test_resuming_mid_epoch_with_another_batch_size_is_one_error_line(tmp_path):
+    """data.batch_size 16 -> 17 keeps 8 batches an epoch but cuts other ones: the rest of the epoch is unknown."""
+    first = _run_killed_at(4, log_dir=tmp_path / "first")  # last.ckpt: step 3 of 8
+    last = first / "checkpoints" / "last.ckpt"
+    result = run_cli(
+        "train", *EXACT, "data.batch_size=17", f"ckpt_path={last}", log_dir=tmp_path / "again", check=False
+    )
+    assert_one_line_error(result, "data.batch_size=16", "data.batch_size=17", "epoch-end last.ckpt")
 
 
 # --- the callbacks on a tiny in-process model ---------------------------------------------------------------------
