@@ -9,15 +9,10 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from seq2seq.callbacks.summary import LOWER_IS_BETTER
 from seq2seq.errors import ConfigError
+from seq2seq.utils.run_metrics import metric_mode
 
 log = logging.getLogger("seq2seq")
-
-
-def metric_mode(monitor: str | None) -> str:
-    """``min`` for a loss or perplexity (``val/loss``, ``val/ppl``), ``max`` for any other score."""
-    return "min" if monitor and monitor.rsplit("/", 1)[-1] in LOWER_IS_BETTER else "max"
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
