@@ -27,6 +27,7 @@ from seq2seq.inference.evaluation import eval_data, eval_datamodule
 from seq2seq.lit_module import Prediction
 from seq2seq.tokenized_bleu import tokenized_bleu_metrics
 from seq2seq.utils.cli import entry_point, plain, user_errors, write_metrics, write_text_atomic
+from seq2seq.utils.run_metrics import METRICS_FILE
 
 log = entry_point(__file__)
 
@@ -69,7 +70,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         tokenized, tokenized_signature = tokenized_bleu_metrics(prefix, target_lang, hypotheses, stage)
         metrics.update(tokenized)
         write_metrics(
-            output_dir / "metrics.json",
+            output_dir / METRICS_FILE,
             {
                 **metrics,
                 "signatures": {**module.test_metrics.signatures(), **tokenized_signature},

@@ -12,18 +12,13 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from seq2seq import compat
-from seq2seq.callbacks.summary import LOWER_IS_BETTER
 from seq2seq.errors import ConfigError
+from seq2seq.utils.run_metrics import metric_mode
 
 log = logging.getLogger("seq2seq")
 # an epoch-end checkpoint, NNN the 0-based epoch as in Lightning's "epoch" key (no "=" in the name: Hydra would want the
 # path quoted on the command line)
 EPOCH_FILE = re.compile(r"epoch_(\d+)\.ckpt")
-
-
-def metric_mode(monitor: str | None) -> str:
-    """``min`` for a loss or perplexity (``val/loss``, ``val/ppl``), ``max`` for any other score."""
-    return "min" if monitor and monitor.rsplit("/", 1)[-1] in LOWER_IS_BETTER else "max"
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
