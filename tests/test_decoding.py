@@ -435,7 +435,8 @@ def test_outputs_are_pinned(attention, name, check_every):
         assert got["shape"] == expected["shape"]
         for got_row, expected_row in zip(got["hyps"], expected["hyps"], strict=True):
             assert [h[0] for h in got_row] == [h[0] for h in expected_row]
-            assert [h[1:] for h in got_row] == [pytest.approx(h[1:], abs=1e-4) for h in expected_row]
+            # pinned rounded to 4 decimals: 2e-4 leaves room for the rounding of a value near a half step
+            assert [h[1:] for h in got_row] == [pytest.approx(h[1:], abs=2e-4) for h in expected_row]
 
 
 class HostSyncs(TorchFunctionMode):
