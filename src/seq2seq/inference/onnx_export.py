@@ -231,19 +231,20 @@ def check_parity(model: Seq2Seq, directory: Path) -> None:
         )
 
 
-def recorded_metrics(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
-    """What a checkpoint records of its evaluation: the project entry's ``metrics``/``signatures`` where present,
-    and the best monitored score of its `ModelCheckpoint` callback."""
-    saved = checkpoint.get("seq2seq", {})
+def recorded_metrics(checkpoint: Mapping[str, Any], ckpt_path: str | Path | None = None) -> dict[str, Any]:
+    """What was recorded of a checkpoint's evaluation: its run's ``metrics.json`` (val/test metrics and their
+    sacreBLEU signatures; ``<run>/checkpoints/x.ckpt`` → ``<run>/metrics.json``) where there is one, and the best
+    score its checkpoint callback monitored."""
     found: dict[str, Any] = {}
-    for key in ("metrics", "signatures"):
-        if isinstance(saved.get(key), Mapping):
-            found[key] = dict(saved[key])
-    for name, state in (checkpoint.get("callbacks") or {}).items():
-        if str(name).startswith("ModelCheckpoint") and isinstance(state, Mapping):
-            score = state.get("best_model_score")
-            if score is not None and state.get("monitor"):
-                found.setdefault("best", {})[state["monitor"]] = float(score)
+    if ckpt_path is not None:
+        path = Path(ckpt_path).resolve().parent.parent / "metrics.json"
+        try:
+            found.update(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            pass
+    for state in (checkpoint.get("callbacks") or {}).values():
+        if isinstance(state, Mapping) and state.get("monitor") and state.get("best_model_score") is not None:
+            found["best"] = {state["monitor"]: float(state["best_model_score"])}
     return found
 
 
