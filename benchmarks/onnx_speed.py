@@ -134,7 +134,9 @@ def main() -> None:
     print(hardware() + f" | onnxruntime threads {torch.get_num_threads()}")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"export: {export_seconds:.1f} s (both graphs, with the parity check)")
-    timings: dict[tuple[str, str], list[tuple[float, float]]] = {(name, backend): [] for name in work for backend in backends}
+    timings: dict[tuple[str, str], list[tuple[float, float]]] = {
+        (name, backend): [] for name in work for backend in backends
+    }
     agree = {}
     for round_ in range(args.repeats + 1):
         for name in work:

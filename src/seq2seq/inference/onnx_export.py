@@ -7,6 +7,7 @@ its data and decoding settings and the checkpoint's recorded metrics. `seq2seq.i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import warnings
@@ -238,10 +239,8 @@ def recorded_metrics(checkpoint: Mapping[str, Any], ckpt_path: str | Path | None
     found: dict[str, Any] = {}
     if ckpt_path is not None:
         path = Path(ckpt_path).resolve().parent.parent / "metrics.json"
-        try:
+        with contextlib.suppress(OSError, ValueError):  # no run dir beside it, or no readable metrics there
             found.update(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            pass
     for state in (checkpoint.get("callbacks") or {}).values():
         if isinstance(state, Mapping) and state.get("monitor") and state.get("best_model_score") is not None:
             found["best"] = {state["monitor"]: float(state["best_model_score"])}

@@ -102,13 +102,13 @@ def packed_rnn_onnx(inputs, lengths, weights, cell: str, num_layers: int, bidire
     direction = "bidirectional" if bidirectional else "forward"
     hs, cs = [], []
     for layer in range(num_layers):
-        w_ih, w_hh, b_ih, b_hh = [], [], [], []
+        w_ih, w_hh, biases = [], [], []
         for k in range(directions):
             first = (layer * directions + k) * 4
             w_ih.append(gates(weights[first]))
             w_hh.append(gates(weights[first + 1]))
-            b_ih.append(op.Concat(gates(weights[first + 2]), gates(weights[first + 3]), axis=0))
-        w, r, b = stack(w_ih), stack(w_hh), stack(b_ih)
+            biases.append(op.Concat(gates(weights[first + 2]), gates(weights[first + 3]), axis=0))  # [Wb; Rb]
+        w, r, b = stack(w_ih), stack(w_hh), stack(biases)
         if cell == "lstm":
             y, y_h, y_c = op.LSTM(x, w, r, b, sequence_lens, hidden_size=hidden_size, direction=direction)
             cs.append(y_c)
