@@ -116,15 +116,14 @@ class OnnxModel(nn.Module):
     def decode_step(
         self, tokens: torch.Tensor, state: DecoderState, encoded: Encoded
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
-        """One step: ``tokens`` (B,) → log-probabilities (B, V) (the searches' ``log_softmax`` keeps them), the new
-        state and the attention weights (B, S) or None."""
+        """One step: ``tokens`` (B,) → logits (B, V), the new state and the attention weights (B, S) or None."""
         rnn = list(state.rnn) if isinstance(state.rnn, tuple) else [state.rnn]
         values = {"tokens": tokens, **dict(zip(self.state_names, [*rnn, state.feed]))}
         values.update(memory=encoded.memory, src_mask=encoded.src_mask, keys=encoded.keys)
         outputs = self.step.run(None, {name: _array(values[name]) for name in self.step_inputs})
         found = {name: torch.from_numpy(value) for name, value in zip(self.step_outputs, outputs)}
         new_state = self._state([found[f"{name}_out"] for name in self.state_names])
-        return found["log_probs"], new_state, found.get("attention")
+        return found["logits"], new_state, found.get("attention")
 
     def _state(self, tensors: list[torch.Tensor]) -> DecoderState:
         rnn = (tensors[0], tensors[1]) if self.lstm else tensors[0]

@@ -5,14 +5,14 @@ which the exporter translates (`packed_rnn_onnx`) into ONNX's own RNN/LSTM/GRU o
 ``sequence_lens`` input, so a bidirectional encoder reads each padded sentence from its own end, as packing does in
 eager PyTorch (the exporter cannot trace ``pack_padded_sequence``, and its own lowering of ``nn.RNN`` is unrolled
 over a fixed length). The step graph is `Seq2Seq.decode_step` itself, the same code the eager model decodes with,
-followed by ``log_softmax``.
+returning its logits.
 
 Graph inputs and outputs (B sentences or beams, S source positions; ``c`` for an LSTM, ``feed`` for Luong input
 feeding, ``keys`` for attention scores with a source part):
 
 * encoder ``(src (B, S) int64, src_lengths (B,) int64) → memory (B, S, M), src_mask (B, S) bool,
   h (L, B, H) [, c (L, B, H)] [, feed (B, H)] [, keys (B, S, A)]``
-* step ``(tokens (B,) int64, h [, c] [, feed] [, memory, src_mask [, keys]]) → log_probs (B, V), h [, c] [, feed]
+* step ``(tokens (B,) int64, h [, c] [, feed] [, memory, src_mask [, keys]]) → logits (B, V), h [, c] [, feed]
   [, attention (B, S)]``
 """
 
@@ -174,7 +174,11 @@ class EncoderGraph(nn.Module):
 
 
 class StepGraph(nn.Module):
-    """`Seq2Seq.decode_step` on flat tensors, returning log-probabilities (see the module docstring)."""
+    """`Seq2Seq.decode_step` on flat tensors (see the module docstring).
+
+    It returns logits, as the eager step does: the searches normalize them once (``log_softmax``), where a
+    normalizing graph would have them normalized twice.
+    """
 
     def __init__(self, model: Seq2Seq) -> None:
         super().__init__()
@@ -192,4 +196,4 @@ class StepGraph(nn.Module):
         else:
             encoded = None  # a decoder without attention never reads the source
         logits, state, weights = self.model.decode_step(tokens, state, encoded)  # (B, V), …, (B, S) or None
-        return (logits.float().log_softmax(-1), *state_tensors(state), *([] if weights is None else [weights]))
+        return (logits.float(), *state_tensors(state), *([] if weights is None else [weights]))
