@@ -7,24 +7,23 @@ same searches as the eager model. See docs/export.md.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from seq2seq.checkpoint import checkpoint_paths, checkpoint_tokenizers, load_trained, restore_module
+from seq2seq.build import checkpoint_paths, load_trained, restore_module
+from seq2seq.checkpoint import checkpoint_tokenizers
 from seq2seq.errors import ConfigError
-from seq2seq.utils.cli import plain, user_errors
+from seq2seq.inference.onnx import is_exported
+from seq2seq.inference.onnx_export import export_onnx, recorded_metrics
+from seq2seq.utils.cli import entry_point, plain, user_errors
 
-# The repository, whatever PROJECT_ROOT the shell may hold for another project: conf/paths reads it.
-os.environ["PROJECT_ROOT"] = str(Path(__file__).resolve().parents[1])
+entry_point(__file__)
 
 
 def check_output(output: Path) -> None:
     """Refuse an ``output`` that is a file, or a directory holding anything but an earlier export."""
-    from seq2seq.inference.onnx import is_exported
-
     if output.exists() and not output.is_dir():
         raise ConfigError(f"output={output} is a file: pass a directory (new, empty, or an earlier export)")
     if output.is_dir() and any(output.iterdir()) and not is_exported(output):
@@ -44,8 +43,8 @@ def export(cfg: DictConfig) -> Path:
         )
     output = Path(str(cfg.output))
     check_output(output)
-    from seq2seq.inference.onnx_export import export_onnx, recorded_metrics
-
+    if is_exported(paths[0]):
+        raise ConfigError(f"ckpt_path={paths[0]} is an exported directory: pass a .ckpt written by src/train.py")
     checkpoint, trained = load_trained(paths[0], cfg.get("decoding"))
     module = restore_module(checkpoint, trained)
     config = {**checkpoint["seq2seq"]["config"], "decoding": plain(trained.decoding)}

@@ -268,3 +268,26 @@ def test_export_cli_writes_a_directory_that_loads_without_the_training_stack(rev
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split("\n")[:2] == ["1", "[]"]
+
+
+def test_translate_reads_an_exported_directory_as_it_reads_the_checkpoint(reverse_run, tmp_path):
+    """``translate.py ckpt_path=DIR`` prints what ``ckpt_path=best.ckpt`` prints, greedy and beam n-best alike; and
+    ``load_translator(ckpt, backend="onnx")`` (exported on the fly) translates as the eager one."""
+    from conftest import translate
+
+    from seq2seq.inference import load_translator
+
+    checkpoint, output = reverse_run / "checkpoints" / "best.ckpt", tmp_path / "exported"
+    run_cli("export", f"ckpt_path={checkpoint}", f"output={output}", log_dir=tmp_path)
+    text = "t1 t2 t3\n\nt7 t4 t9 t12\nt5\n"
+    for overrides in ([], ["decoding=beam", "decoding.beam_size=3", "decoding.nbest=2"]):
+        expected, got = translate(checkpoint, text, *overrides), translate(output, text, *overrides)
+        assert got.returncode == 0, got.stderr[-2000:]
+        assert got.stdout == expected.stdout and got.stdout.count("\n") == 4 * (2 if overrides else 1)
+    lines = text.splitlines()
+    eager, onnx_backend = load_translator(checkpoint), load_translator(checkpoint, backend="onnx")
+    assert isinstance(onnx_backend.model, OnnxModel) and onnx_backend.info()["backend"] == "onnx"
+    for a, b in zip(eager.translate(lines), onnx_backend.translate(lines)):
+        assert [h.text for h in a.hypotheses] == [h.text for h in b.hypotheses]
+    info = load_translator(output).info()
+    assert info["backend"] == "onnx" and info["parameters"] == eager.info()["parameters"]

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 
 from seq2seq.errors import CheckpointError
 from seq2seq.modules.state import DecoderState, Encoded
 
-EXPORT_FORMAT = 1  # the newest directory format this code reads (`seq2seq.inference.onnx_export.EXPORT_FORMAT`)
+EXPORT_FORMAT = 1  # what `export_onnx` writes and the newest this code reads: raise on a change old readers miss
 CONFIG_FILE = "config.json"
 
 
@@ -52,11 +53,9 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
-def session_options(threads: int | None = None) -> Any:
+def session_options(threads: int | None = None) -> ort.SessionOptions:
     """ONNX Runtime settings for a small CPU: ``threads`` intra-op threads (default: torch's, so both backends use
     the same cores), operators run one after another (a step graph is a chain), all graph optimizations."""
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
@@ -83,8 +82,6 @@ class OnnxModel(nn.Module):
 
     def __init__(self, directory: str | Path, threads: int | None = None) -> None:
         super().__init__()
-        import onnxruntime as ort
-
         self.directory = Path(directory)
         self.config = read_config(directory)
         options = session_options(threads)
@@ -128,10 +125,3 @@ class OnnxModel(nn.Module):
     def _state(self, tensors: list[torch.Tensor]) -> DecoderState:
         rnn = (tensors[0], tensors[1]) if self.lstm else tensors[0]
         return DecoderState(rnn, tensors[-1] if self.feed else None)
-
-
-def export_onnx(*args: Any, **kwargs: Any) -> Path:
-    """`seq2seq.inference.onnx_export.export_onnx` (imported on use: exporting needs onnx and onnxscript)."""
-    from seq2seq.inference.onnx_export import export_onnx as export
-
-    return export(*args, **kwargs)

@@ -15,11 +15,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import onnxscript
 import torch
 
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, UNK_ID
 from seq2seq.decoding import Ensemble
 from seq2seq.errors import ConfigError, Seq2SeqError
+from seq2seq.inference.onnx import CONFIG_FILE, EXPORT_FORMAT, OnnxModel
 from seq2seq.inference.onnx_graphs import (
     OPSET,
     EncoderGraph,
@@ -34,8 +36,7 @@ from seq2seq.utils.cli import atomic_open
 
 log = logging.getLogger("seq2seq")
 
-EXPORT_FORMAT = 1  # raise when the directory's layout or config.json change in a way older readers cannot follow
-ENCODER_FILE, STEP_FILE, CONFIG_FILE = "encoder.onnx", "step.onnx", "config.json"
+ENCODER_FILE, STEP_FILE = "encoder.onnx", "step.onnx"
 TOKENIZER_FILES = {"source": "tokenizer.source.json", "target": "tokenizer.target.json"}
 MODEL_KEYS = (
     "cell",
@@ -180,8 +181,6 @@ def describe(model: Seq2Seq, config: Mapping[str, Any], metrics: Mapping[str, An
     model_config = dict(config.get("model") or {})
     data = dict(config.get("data") or {})
     attention = model_config.get("attention") or {"kind": "none"}
-    import onnxscript
-
     return {
         "format": EXPORT_FORMAT,
         "graphs": {"encoder": ENCODER_FILE, "step": STEP_FILE},
@@ -206,8 +205,6 @@ def describe(model: Seq2Seq, config: Mapping[str, Any], metrics: Mapping[str, An
 def check_parity(model: Seq2Seq, directory: Path) -> None:
     """Raise `ExportError` unless the exported graphs give the eager model's encoding and first two steps on a
     padded batch of another size than the export's example (dynamic axes, padding, the recurrent state)."""
-    from seq2seq.inference.onnx import OnnxModel
-
     onnx_model = OnnxModel(directory)
     src, lengths = example_batch(model, batch=4, length=9, seed=1)
     with torch.no_grad():

@@ -19,6 +19,7 @@ feeding, ``keys`` for attention scores with a source part):
 from __future__ import annotations
 
 import torch
+from onnxscript import opset18 as op
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -82,8 +83,6 @@ def packed_rnn_onnx(inputs, lengths, weights, cell: str, num_layers: int, bidire
     once, when it loads the graph). GRU gets ``linear_before_reset=1``, PyTorch's formulation (ONNX's default, 0,
     applies the reset gate before the recurrent product: another function).
     """
-    from onnxscript import opset18 as op  # imported at export time only
-
     directions = 2 if bidirectional else 1
     hidden_size = weights[1].shape[1]
     order = ONNX_GATE_ORDER[cell]
