@@ -89,6 +89,34 @@ def batches(ids: list[list[int]], size: int) -> list[tuple[torch.Tensor, torch.T
     return [pad_sequences(ids[i : i + size], PAD_ID) for i in range(0, len(ids), size)]
 
 
+def step_costs(backends: dict, batch: int, length: int = 14, steps: int = 20, rounds: int = 7) -> dict[str, float]:
+    """Milliseconds per decoder step (median over ``rounds`` alternating blocks of ``steps``) at ``batch`` rows of a
+    source of ``length`` tokens: each backend's ``decode_step``, and ONNX Runtime's ``session.run`` alone (the rest
+    of the ONNX step is the numpy/torch hand-over and building the state)."""
+    src = torch.randint(4, VOCAB[0], (batch, length))
+    lengths = torch.full((batch,), length)
+    tokens = torch.full((batch,), SOS_ID)
+    onnx_model = backends["onnx"]
+    encoded = {name: model.encode(src, lengths) for name, model in backends.items()}
+    feed = {"tokens": tokens.numpy(), "h": encoded["onnx"].state.rnn.numpy(), "memory": encoded["onnx"].memory.numpy()}
+    feed.update(src_mask=encoded["onnx"].src_mask.numpy(), keys=encoded["onnx"].keys.numpy())
+    runs: dict[str, Callable[[], object]] = {
+        "eager decode_step": lambda: backends["eager"].decode_step(tokens, encoded["eager"].state, encoded["eager"]),
+        "onnx decode_step": lambda: onnx_model.decode_step(tokens, encoded["onnx"].state, encoded["onnx"]),
+        "onnx session.run": lambda: onnx_model.step.run(None, feed),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    with torch.inference_mode():
+        for round_ in range(rounds + 1):
+            for name, run in runs.items() if round_ % 2 else reversed(runs.items()):
+                start = time.perf_counter()
+                for _ in range(steps):
+                    run()
+                if round_:  # round 0 warms up
+                    seconds[name].append((time.perf_counter() - start) / steps * 1000)
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subset", type=int, default=40, help="sentences decoded at batch size 1 (evenly spaced)")
@@ -148,7 +176,14 @@ def main() -> None:
                 continue
             for backend, (total, in_model, _) in results.items():
                 timings[(name, backend)].append((total, in_model))
+    costs = {batch: step_costs(backends, batch) for batch in (1, 64 * 5)}
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print("ms per decoder step (source length 14; median of 7 alternating blocks of 20 steps):\n")
+    print("| rows (sentences x beams) | " + " | ".join(costs[1]) + " |")
+    print("|---|" + "---|" * len(costs[1]))
+    for batch, row in costs.items():
+        print(f"| {batch} | " + " | ".join(f"{value:.2f}" for value in row.values()) + " |")
+    print()
     header = "| search | batch | sentences | backend | median s | sent/s | in model | speed-up | same tokens |"
     print(header)
     print("|" + "|".join("---" for _ in header.split("|")[1:-1]) + "|")
