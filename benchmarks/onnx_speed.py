@@ -6,14 +6,15 @@ the word tokenizers of Multi30k de→en give) with **random weights** (seed 0), 
 `seq2seq.inference.onnx_export.export_onnx`, and decodes the same sources with `GreedySearch` and `BeamSearch`
 (beam 5) on both backends, at batch 1 and batch 64. Random weights never end a sentence early, so every
 sentence runs to its length limit (``min(50, 2 × source length + 5)``) on both backends alike: the rates compare
-backends, not a trained model's real speed.
+backends, not a trained model's real speed. ``--shape default`` takes the default model instead (GRU 256, no
+attention), whose small steps show the per-operator overhead.
 
 Sources: the lengths of Multi30k val (``data/multi30k/val.de``, whitespace tokens + ``<eos>``, sorted), with random
 token ids. The backends run alternately (the order reversed every other round); the table shows the median round.
 Each row also splits the time into the model's calls (``encode`` + ``decode_step``) and the rest (the search in
 Python/torch, shared by both backends).
 
-    python benchmarks/onnx_speed.py [--subset 40] [--sentences 256] [--repeats 3] [--threads N]
+    python benchmarks/onnx_speed.py [--subset 40] [--sentences 256] [--repeats 3] [--threads N] [--shape default]
 """
 
 from __future__ import annotations
@@ -44,14 +45,18 @@ from seq2seq.inference.onnx_export import export_onnx  # noqa: E402
 from seq2seq.modules import Seq2Seq  # noqa: E402
 
 VAL_SOURCE = ROOT / "data" / "multi30k" / "val.de"
-SHAPE = {  # experiment=multi30k_best_deen
-    "cell": "gru",
-    "embedding_dim": 512,
-    "hidden_size": 512,
-    "bidirectional": True,
-    "decoder_hidden_size": 512,
-    "attention": {"kind": "bahdanau"},
-    "tie_embeddings": "decoder",
+SHAPES = {
+    "best_deen": {  # experiment=multi30k_best_deen
+        "cell": "gru",
+        "embedding_dim": 512,
+        "hidden_size": 512,
+        "bidirectional": True,
+        "decoder_hidden_size": 512,
+        "attention": {"kind": "bahdanau"},
+        "tie_embeddings": "decoder",
+    },
+    # the default model (conf/model/default.yaml, attention=none): small steps, where per-operator overhead counts
+    "default": {"cell": "gru", "embedding_dim": 256, "hidden_size": 256, "attention": None},
 }
 VOCAB = (8203, 6280)  # Multi30k de→en word tokenizers (vocab_size 10000, min_freq 2)
 MAX_LENGTH, MAX_LENGTH_RATIO = 50, 2.0
@@ -99,7 +104,10 @@ def step_costs(backends: dict, batch: int, length: int = 14, steps: int = 20, ro
     onnx_model = backends["onnx"]
     encoded = {name: model.encode(src, lengths) for name, model in backends.items()}
     feed = {"tokens": tokens.numpy(), "h": encoded["onnx"].state.rnn.numpy(), "memory": encoded["onnx"].memory.numpy()}
-    feed.update(src_mask=encoded["onnx"].src_mask.numpy(), keys=encoded["onnx"].keys.numpy())
+    if onnx_model.has_attention:
+        feed.update(src_mask=encoded["onnx"].src_mask.numpy(), keys=encoded["onnx"].keys.numpy())
+    else:
+        del feed["memory"]
     runs: dict[str, Callable[[], object]] = {
         "eager decode_step": lambda: backends["eager"].decode_step(tokens, encoded["eager"].state, encoded["eager"]),
         "onnx decode_step": lambda: onnx_model.decode_step(tokens, encoded["onnx"].state, encoded["onnx"]),
@@ -123,6 +131,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sentences", type=int, default=256, help="first N val sentences, at batch size 64")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds (after one warm-up)")
     parser.add_argument("--threads", type=int, default=None, help="threads of both backends (default: torch's)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="best_deen", help="the model's shape")
     return parser.parse_args()
 
 
@@ -131,10 +140,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    eager = Seq2Seq(*VOCAB, **SHAPE).eval()
+    shape = SHAPES[args.shape]
+    eager = Seq2Seq(*VOCAB, **shape).eval()
     directory = Path(tempfile.mkdtemp(prefix="onnx_speed_"))
     start = time.perf_counter()
-    export_onnx(eager, {"source": "{}", "target": "{}"}, {"model": SHAPE}, directory)
+    export_onnx(eager, {"source": "{}", "target": "{}"}, {"model": shape}, directory)
     export_seconds = time.perf_counter() - start
     backends = {"eager": eager, "onnx": OnnxModel(directory, threads=torch.get_num_threads())}
 
@@ -159,7 +169,7 @@ def main() -> None:
         return time.perf_counter() - start, model.seconds, outputs
 
     print(f"$ python benchmarks/{Path(__file__).name} {shlex.join(sys.argv[1:])}")
-    print(hardware() + f" | onnxruntime threads {torch.get_num_threads()}")
+    print(hardware() + f" | onnxruntime threads {torch.get_num_threads()} | shape {args.shape}, random weights")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"export: {export_seconds:.1f} s (both graphs, with the parity check)")
     timings: dict[tuple[str, str], list[tuple[float, float]]] = {
