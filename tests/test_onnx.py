@@ -323,3 +323,21 @@ def test_multi30k_val_parity(tmp_path):
         assert max(abs(a.score - b.score) for a, b, s in zip(*found, same) if s) <= 1e-4
         bleu = [sacrebleu.corpus_bleu([h.text for h in hypotheses], [references]).score for hypotheses in found]
         assert abs(bleu[0] - bleu[1]) <= 0.1, f"{settings}: BLEU {bleu}"
+
+
+def test_an_exported_directory_is_data_never_code(tmp_path):
+    """config.json's decoding goes through the checkpoint allow-list before anything is built or loaded; a missing
+    tokenizer is one readable error."""
+    import json
+
+    from seq2seq.errors import CheckpointError
+    from seq2seq.inference import load_translator
+
+    config = {"format": 1, "tokenizers": {"source": "s.json", "target": "t.json"}, "data": {}}
+    (tmp_path / "config.json").write_text(json.dumps({**config, "decoding": {"_target_": "os.system"}}))
+    with pytest.raises(CheckpointError, match="lacks a readable tokenizer"):
+        load_translator(tmp_path)
+    for name in ("s.json", "t.json"):  # any text: the allow-list refuses before a tokenizer or graph is parsed
+        (tmp_path / name).write_text("{}")
+    with pytest.raises(CheckpointError, match="os.system"):
+        load_translator(tmp_path)

@@ -86,6 +86,10 @@ class OnnxModel(nn.Module):
         super().__init__()
         self.directory = Path(directory)
         self.config = read_config(directory)
+        if missing := [key for key in ("graphs", "state", "has_attention") if key not in self.config]:
+            raise CheckpointError(
+                f"{self.directory / CONFIG_FILE} lacks {', '.join(missing)}: export the checkpoint again"
+            )
         options = session_options(threads)
         providers = ["CPUExecutionProvider"]
         graphs = self.config["graphs"]

@@ -25,11 +25,12 @@ from seq2seq.checkpoint import check_same_vocabularies, checkpoint_tokenizers, v
 from seq2seq.data.batching import pad_source
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, decode, encode_batch, tokenizer_from_str
 from seq2seq.decoding import Ensemble
-from seq2seq.errors import ConfigError
+from seq2seq.errors import CheckpointError, ConfigError
 from seq2seq.inference.onnx import CONFIG_FILE, OnnxModel, is_exported, read_config
 from seq2seq.inference.onnx_export import export_onnx
 
 BACKENDS = ("torch", "onnx")
+SIDES = ("source", "target")
 SAME_VOCABULARIES = "an ensemble needs models with the same vocabularies (runs on the same data and tokenizer settings)"
 
 # The searches a request may ask for by name, and the settings each takes (`make_search`).
@@ -314,12 +315,10 @@ def load_exported(paths: Sequence[str], decoding: DictConfig | None = None) -> T
     """The `Translator` of directories written by ``src/export.py`` (one, or an ensemble with one vocabulary),
     decoded by ONNX Runtime; with ``decoding`` in place of the first directory's recorded decoding."""
     configs = [read_config(path) for path in paths]
-    tokenizers = [
-        {side: (Path(path) / config["tokenizers"][side]).read_text(encoding="utf-8") for side in ("source", "target")}
-        for path, config in zip(paths, configs)
-    ]
+    tokenizers = [exported_tokenizers(path, config) for path, config in zip(paths, configs)]
     check_same_vocabularies(paths, [{"seq2seq": {"tokenizers": t}} for t in tokenizers], SAME_VOCABULARIES)
-    settings = plain_config(decoding) if decoding else configs[0]["decoding"]
+    # an export of a bare model (no run config) records no decoding: greedy, as decoding=greedy's defaults
+    settings = plain_config(decoding) if decoding else configs[0].get("decoding") or {"_target_": SEARCHES["greedy"]}
     verify_decoding(settings, origin=str(Path(paths[0]) / CONFIG_FILE))  # data beside the graphs: the allow-list
     models = [OnnxModel(path) for path in paths]
     first = configs[0]
@@ -332,6 +331,18 @@ def load_exported(paths: Sequence[str], decoding: DictConfig | None = None) -> T
         device="cpu",
         info=exported_info(paths, configs),
     )
+
+
+def exported_tokenizers(path: str | Path, config: Mapping[str, Any]) -> dict[str, str]:
+    """The ``{"source": json, "target": json}`` tokenizers of an exported directory.
+
+    Raises:
+        CheckpointError: a tokenizer file is missing or unreadable.
+    """
+    try:
+        return {side: (Path(path) / config["tokenizers"][side]).read_text(encoding="utf-8") for side in SIDES}
+    except (OSError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{path} lacks a readable tokenizer ({error}): export the checkpoint again") from None
 
 
 def exported_info(paths: Sequence[str], configs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
