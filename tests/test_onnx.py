@@ -10,6 +10,7 @@ import sacrebleu
 import torch
 from conftest import ROOT, run_cli
 
+from seq2seq.build import load_trained, restore_module
 from seq2seq.data.batching import pad_source
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, decode, encode_batch, tokenizer_from_str
 from seq2seq.decoding import BeamSearch, Ensemble, GreedySearch, SampleSearch
@@ -224,15 +225,21 @@ def reverse_sources(tokenizer, count: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(words) for _ in range(rng.randint(1, 7))) for _ in range(count)]
 
 
-def test_trained_model_parity(reverse_run, tmp_path):
+@pytest.fixture(scope="module")
+def reverse_export(reverse_run, tmp_path_factory):
+    """The shared reverse run's best checkpoint, exported once by ``src/export.py``."""
+    log_dir = tmp_path_factory.mktemp("export")
+    output = log_dir / "exported"
+    run_cli("export", f"ckpt_path={reverse_run / 'checkpoints' / 'best.ckpt'}", f"output={output}", log_dir=log_dir)
+    return output
+
+
+def test_trained_model_parity(reverse_run, reverse_export):
     """The issue's criteria on a trained model (the shared reverse run): greedy and beam 5 give the same outputs on
     >= 99.5 % of sentences, scores within 1e-4, BLEU within 0.1; exported by src/export.py."""
-    output = tmp_path / "exported"
-    run_cli("export", f"ckpt_path={reverse_run / 'checkpoints' / 'best.ckpt'}", f"output={output}", log_dir=tmp_path)
+    output = reverse_export
     config = read_config(output)
     assert config["metrics"]["val/exact_match"] > 0.5 and "signatures" in config["metrics"]
-    from seq2seq.checkpoint import load_trained, restore_module
-
     eager = restore_module(*load_trained(reverse_run / "checkpoints" / "best.ckpt")).model.eval()
     onnx_model = OnnxModel(output)
     source_tokenizer = tokenizer_from_str((output / "tokenizer.source.json").read_text())
@@ -250,13 +257,12 @@ def test_trained_model_parity(reverse_run, tmp_path):
         assert abs(bleu[0] - bleu[1]) <= 0.1 and bleu[0] > 50
 
 
-def test_export_cli_writes_a_directory_that_loads_without_the_training_stack(reverse_run, tmp_path):
+def test_export_cli_writes_a_directory_that_loads_without_the_training_stack(reverse_export):
     """The exported directory decodes in a fresh interpreter that never imports Lightning or Hydra."""
     import subprocess
     import sys
 
-    output = tmp_path / "exported"
-    run_cli("export", f"ckpt_path={reverse_run / 'checkpoints' / 'best.ckpt'}", f"output={output}", log_dir=tmp_path)
+    output = reverse_export
     code = (
         "import sys, torch; from seq2seq.inference.onnx import OnnxModel; from seq2seq.decoding import GreedySearch; "
         f"m = OnnxModel({str(output)!r}); src = torch.tensor([[5, 6, 7, 3]]); "
@@ -270,15 +276,14 @@ def test_export_cli_writes_a_directory_that_loads_without_the_training_stack(rev
     assert result.stdout.split("\n")[:2] == ["1", "[]"]
 
 
-def test_translate_reads_an_exported_directory_as_it_reads_the_checkpoint(reverse_run, tmp_path):
+def test_translate_reads_an_exported_directory_as_it_reads_the_checkpoint(reverse_run, reverse_export):
     """``translate.py ckpt_path=DIR`` prints what ``ckpt_path=best.ckpt`` prints, greedy and beam n-best alike; and
     ``load_translator(ckpt, backend="onnx")`` (exported on the fly) translates as the eager one."""
     from conftest import translate
 
     from seq2seq.inference import load_translator
 
-    checkpoint, output = reverse_run / "checkpoints" / "best.ckpt", tmp_path / "exported"
-    run_cli("export", f"ckpt_path={checkpoint}", f"output={output}", log_dir=tmp_path)
+    checkpoint, output = reverse_run / "checkpoints" / "best.ckpt", reverse_export
     text = "t1 t2 t3\n\nt7 t4 t9 t12\nt5\n"
     for overrides in ([], ["decoding=beam", "decoding.beam_size=3", "decoding.nbest=2"]):
         expected, got = translate(checkpoint, text, *overrides), translate(output, text, *overrides)
