@@ -54,7 +54,7 @@ class LineTranslator:
 
 def line_translator(cfg: DictConfig) -> LineTranslator:
     """The translator of ``cfg.ckpt_path`` (one checkpoint or an ensemble), with ``cfg.decoding`` if given."""
-    translator = load_translator(cfg.ckpt_path, cfg.get("decoding"), device=cfg.device)
+    translator = load_translator(cfg.ckpt_path, cfg.get("decoding"), device=cfg.device, backend=cfg.backend)
     plot_dir = Path(cfg.plot_attention) if cfg.get("plot_attention") else None
     if plot_dir and not translator.has_attention:
         raise ConfigError(

@@ -8,6 +8,7 @@ step interface (``encode``/``decode_step``), and returns each line's `Translatio
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +20,18 @@ from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer
 
 from seq2seq.build import checkpoint_paths, load_ensemble, restore_ensemble
-from seq2seq.checkpoint import checkpoint_tokenizers, verify_decoding
+from seq2seq.checkpoint import check_same_vocabularies, checkpoint_tokenizers, verify_decoding
 from seq2seq.data.batching import pad_source
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, decode, encode_batch, tokenizer_from_str
-from seq2seq.errors import ConfigError
+from seq2seq.decoding import Ensemble
+from seq2seq.errors import CheckpointError, ConfigError
+from seq2seq.inference.onnx import CONFIG_FILE, OnnxModel, is_exported, read_config
+from seq2seq.inference.onnx_export import export_onnx
 from seq2seq.utils.run_metrics import METRICS_FILE
+
+BACKENDS = ("torch", "onnx")
+SIDES = ("source", "target")
+SAME_VOCABULARIES = "an ensemble needs models with the same vocabularies (runs on the same data and tokenizer settings)"
 
 # The searches a request may ask for by name, and the settings each takes (`make_search`).
 SEARCHES = {
@@ -245,36 +253,117 @@ def load_translator(
     """The `Translator` of one checkpoint, or of the ensemble of several (``ckpt_path`` a list).
 
     Args:
-        ckpt_path: a checkpoint path or a list of them (one vocabulary; the first one's data and decoding).
+        ckpt_path: a checkpoint path or a list of them (one vocabulary; the first one's data and decoding); or
+            directories written by ``src/export.py``, decoded by ONNX Runtime whatever ``backend`` says.
         decoding: a decoding config in place of the checkpoint's (checked before any checkpoint is read).
-        device: ``cpu``, ``cuda``, ``mps`` or ``auto``.
-        backend: ``torch`` (eager PyTorch); other backends are added by the exporters.
+        device: ``cpu``, ``cuda``, ``mps`` or ``auto``; the ONNX backend runs on the CPU (``auto`` too).
+        backend: ``torch`` (eager PyTorch) or ``onnx`` (ONNX Runtime: checkpoints are exported to a temporary
+            directory first, which takes seconds per checkpoint; `src/export.py` does it once).
 
     Raises:
         ConfigError / CheckpointError: one readable line (a bad path, decoding, backend or checkpoint).
     """
-    if backend != "torch":
-        raise ConfigError(f"unknown backend {backend!r}: use backend=torch")
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}: use backend=torch or backend=onnx")
     if isinstance(decoding, Mapping) and not isinstance(decoding, DictConfig):
         decoding = OmegaConf.create(dict(decoding))
     if decoding:
         verify_decoding(decoding)
     paths = checkpoint_paths(ckpt_path)
+    exported = [is_exported(path) for path in paths]
+    if any(exported) or backend == "onnx":
+        if device != "auto" and resolve_device(device).type != "cpu":
+            raise ConfigError(f"the ONNX backend runs on the CPU, not device={device}: pass device=cpu")
+        if any(exported):
+            if not all(exported):
+                raise ConfigError("ckpt_path mixes exported directories and checkpoints: pass only one kind")
+            return load_exported(paths, decoding)
     members = load_ensemble(paths, decoding)
     checkpoint, trained = members[0]  # the ensemble's tokenizers, data settings and decoding
     module = restore_ensemble(members)
-    target = resolve_device(device)
+    target = torch.device("cpu") if backend == "onnx" else resolve_device(device)
     module.to(target).eval()
     tokenizers = checkpoint_tokenizers(checkpoint)
+    model = module.model
+    if backend == "onnx":
+        model = exported_now(module.model, members)
     return Translator(
-        model=module.model,
+        model=model,
         source_tokenizer=tokenizer_from_str(tokenizers["source"]),
         target_tokenizer=module.target_tokenizer,
         decoding=OmegaConf.to_container(trained.decoding, resolve=True),
         max_source_length=int(trained.data.get("max_length") or 0),
         device=target,
-        info=model_info(paths, [trained for _, trained in members], module, "torch"),
+        info=model_info(paths, [trained for _, trained in members], module, backend),
     )
+
+
+def exported_now(model: Any, members: Sequence[tuple[dict[str, Any], DictConfig]]) -> Any:
+    """``model`` (a `Seq2Seq`, or an `Ensemble` of them) exported to temporary directories and loaded back as
+    `OnnxModel`s (ONNX Runtime reads a graph whole when it loads it, so the directories go right after)."""
+    models = list(model.members) if isinstance(model, Ensemble) else [model]
+    loaded = []
+    with tempfile.TemporaryDirectory(prefix="seq2seq-onnx-") as directory:
+        for i, (member, (checkpoint, trained)) in enumerate(zip(models, members)):
+            config = {**checkpoint["seq2seq"]["config"], "decoding": plain_config(trained.decoding)}
+            path = export_onnx(member, checkpoint_tokenizers(checkpoint), config, Path(directory) / str(i))
+            loaded.append(OnnxModel(path))
+    return loaded[0] if len(loaded) == 1 else Ensemble(loaded)
+
+
+def load_exported(paths: Sequence[str], decoding: DictConfig | None = None) -> Translator:
+    """The `Translator` of directories written by ``src/export.py`` (one, or an ensemble with one vocabulary),
+    decoded by ONNX Runtime; with ``decoding`` in place of the first directory's recorded decoding."""
+    configs = [read_config(path) for path in paths]
+    tokenizers = [exported_tokenizers(path, config) for path, config in zip(paths, configs)]
+    check_same_vocabularies(paths, [{"seq2seq": {"tokenizers": t}} for t in tokenizers], SAME_VOCABULARIES)
+    # an export of a bare model (no run config) records no decoding: greedy, as decoding=greedy's defaults
+    settings = plain_config(decoding) if decoding else configs[0].get("decoding") or {"_target_": SEARCHES["greedy"]}
+    verify_decoding(settings, origin=str(Path(paths[0]) / CONFIG_FILE))  # data beside the graphs: the allow-list
+    models = [OnnxModel(path) for path in paths]
+    first = configs[0]
+    return Translator(
+        model=models[0] if len(models) == 1 else Ensemble(models),
+        source_tokenizer=tokenizer_from_str(tokenizers[0]["source"]),
+        target_tokenizer=tokenizer_from_str(tokenizers[0]["target"]),
+        decoding=settings,
+        max_source_length=int(first["data"].get("max_length") or 0),
+        device="cpu",
+        info=exported_info(paths, configs),
+    )
+
+
+def exported_tokenizers(path: str | Path, config: Mapping[str, Any]) -> dict[str, str]:
+    """The ``{"source": json, "target": json}`` tokenizers of an exported directory.
+
+    Raises:
+        CheckpointError: a tokenizer file is missing or unreadable.
+    """
+    try:
+        return {side: (Path(path) / config["tokenizers"][side]).read_text(encoding="utf-8") for side in SIDES}
+    except (OSError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{path} lacks a readable tokenizer ({error}): export the checkpoint again") from None
+
+
+def exported_info(paths: Sequence[str], configs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The `Translator.info` of exported directories, from their ``config.json`` (as `model_info` for checkpoints)."""
+    first, model = configs[0], configs[0]["model"]
+    return {
+        "backend": "onnx",
+        "checkpoints": [str(Path(path).resolve()) for path in paths],
+        "source_lang": first["data"].get("source_lang"),
+        "target_lang": first["data"].get("target_lang"),
+        "cell": model.get("cell"),
+        "encoder_layers": model.get("num_layers"),
+        "bidirectional": model.get("bidirectional"),
+        "hidden_size": model.get("hidden_size"),
+        "embedding_dim": model.get("embedding_dim"),
+        "attention": model.get("attention") or {"kind": "none"},
+        "decoder_hidden_size": model.get("decoder_hidden_size"),
+        "decoder_layers": model.get("decoder_num_layers"),
+        "parameters": sum(config["model"]["parameters"] for config in configs),
+        "metrics": [config.get("metrics", {}) for config in configs],
+    }
 
 
 def plain_config(node: Any) -> Any:
