@@ -540,6 +540,7 @@ def test_damaged_cache_is_rebuilt_and_replaced(tmp_path, caplog):
     first.setup("fit")
     path = first.cache_path()
     for file in (path / "dataset" / "train").glob("*.arrow"):
+        file.unlink()  # a new file: `first` memory-maps the old one, and a mapped file cut short is a bus error
         file.write_bytes(b"broken")
     second = tiny_datamodule(tmp_path)
     second.prepare_data()

@@ -62,7 +62,7 @@ class BucketBatchSampler(Sampler[list[int]]):
     :class:`~seq2seq.errors.DataError`.
 
     Args:
-        lengths: a length per example (e.g. source + target tokens).
+        lengths: a length per example (e.g. source + target tokens): a sequence, tensor or numpy array.
         batch_size: examples per batch (the last batch of a chunk may be smaller).
         shuffle: training mode, see above.
         seed: the shuffle seed; :meth:`set_epoch` varies it per epoch.
@@ -91,7 +91,7 @@ class BucketBatchSampler(Sampler[list[int]]):
                 f"an evaluation split is shorter ({len(lengths)}) than the number of processes that share it "
                 f"({num_replicas}), each needing a pair: evaluate on fewer devices (trainer.devices={len(lengths)})"
             )
-        self.lengths = torch.as_tensor(lengths, dtype=torch.long)  # (N,)
+        self.lengths = torch.as_tensor(lengths, dtype=torch.long)  # (N,); a numpy int64 array is shared, not copied
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -144,21 +144,25 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def batches(self) -> list[list[int]]:
         """All batches of this epoch over all ranks, in order."""
+        return [batch.tolist() for batch in self._batches()]
+
+    def _batches(self) -> list[Tensor]:
+        """:meth:`batches` as index tensors: a Python list per batch only when it is served."""
         if not self.shuffle:
             order = torch.argsort(self.lengths, stable=True)  # (N,)
             if math.ceil(len(order) / self.batch_size) < self.num_replicas:  # one (smaller) batch for every rank
-                return [chunk.tolist() for chunk in order.tensor_split(self.num_replicas)]
-            return [chunk.tolist() for chunk in order.split(self.batch_size)]
+                return list(order.tensor_split(self.num_replicas))
+            return list(order.split(self.batch_size))
         generator = self.sampler.generator()
         order = torch.randperm(len(self.lengths), generator=generator)  # (N,), the same order as iter(self.sampler)
         batches: list[Tensor] = []
         for bucket in order.split(self.bucket_size):
             bucket = bucket[torch.argsort(self.lengths[bucket], stable=True)]
             batches.extend(bucket.split(self.batch_size))
-        return [batches[i].tolist() for i in torch.randperm(len(batches), generator=generator).tolist()]
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self.batches()
+        batches = self._batches()
         if self.shuffle and batches:
             wanted = len(self) * self.num_replicas
             while len(batches) < wanted:  # repeat from the start so every rank gets len(self) batches
@@ -167,7 +171,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.batches_done = start
         for batch in batches[self.rank :: self.num_replicas][start:]:
             self.batches_done += 1
-            yield batch
+            yield batch.tolist()
 
     def __len__(self) -> int:
         total = self._num_batches()
