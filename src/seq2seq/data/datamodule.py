@@ -41,6 +41,9 @@ from seq2seq.errors import ConfigError, DataError
 log = logging.getLogger("seq2seq.data")
 # the columns a batch is made of (see batching.collate)
 _BATCH_COLUMNS = ["index", "source", "target", "src_ids", "tgt_ids"]
+# the tokenizers of a large corpus learn from this many train pairs by default (see data.tokenizer_sample)
+TOKENIZER_SAMPLE = 1_000_000
+TOKENIZER_SAMPLE_SEED = 0  # fixed: the tokenizers must not change with the training seed
 
 
 class Seq2SeqDataModule(L.LightningDataModule):
@@ -59,8 +62,9 @@ class Seq2SeqDataModule(L.LightningDataModule):
         lowercase: lowercase all text before tokenizing.
         joint_vocab: train one tokenizer on the source and target train text and use it for both sides (a
             shared vocabulary, as ``model.tie_embeddings=all`` needs); the run dir then holds ``tokenizer.json``.
-        tokenizer_sample: train the tokenizers on the first this many train pairs only (``None``: on all); every
-            pair is still encoded. Caps the tokenizer training time of very large corpora.
+        tokenizer_sample: train the tokenizers on at most this many train pairs, a fixed random sample of a larger
+            train split (``None``: on all); every pair is still encoded. Caps the tokenizer training time of very
+            large corpora (1M pairs by default, so smaller corpora are unaffected).
         max_length: train pairs with more tokens than this on either side (specials not counted) are dropped;
             longer val/test sources are truncated to it (their targets are kept whole).
         batch_size: pairs per batch.
@@ -82,7 +86,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
         min_freq: int = 2,
         lowercase: bool = False,
         joint_vocab: bool = False,
-        tokenizer_sample: int | None = None,
+        tokenizer_sample: int | None = TOKENIZER_SAMPLE,
         max_length: int = 100,
         batch_size: int = 128,
         num_workers: int = 0,
@@ -155,7 +159,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
             }
             if self.joint_setting:  # only when on, so the keys of existing caches stay what they were
                 tokenization["joint"] = True
-            if self.tokenizer_sample is not None:  # likewise
+            if self.tokenizer_sample != TOKENIZER_SAMPLE:  # likewise
                 tokenization["sample"] = self.tokenizer_sample
         return {
             "source": source,
@@ -183,11 +187,17 @@ class Seq2SeqDataModule(L.LightningDataModule):
                 raise DataError(f"the {split} split has no column {', '.join(sorted(missing))}: fix data.source")
         return raw
 
-    def _training_texts(self, train: Dataset, column: str) -> Iterator[list[str]]:
-        """The ``column`` of the first ``tokenizer_sample`` train pairs, in batches (never the whole split at once)."""
-        if self.tokenizer_sample is not None and len(train) > self.tokenizer_sample:
-            train = train.select(range(self.tokenizer_sample))
-        for table in train.select_columns([column]).with_format("arrow").iter(batch_size=BATCH_SIZE):
+    def _tokenizer_pairs(self, train: Dataset) -> Dataset:
+        """The train pairs the tokenizers learn from: all, or a fixed random ``tokenizer_sample`` of them."""
+        if self.tokenizer_sample is None or len(train) <= self.tokenizer_sample:
+            return train
+        rows = np.random.default_rng(TOKENIZER_SAMPLE_SEED).choice(len(train), self.tokenizer_sample, replace=False)
+        return train.select(np.sort(rows))  # (tokenizer_sample,) rows in file order
+
+    @staticmethod
+    def _texts(pairs: Dataset, column: str) -> Iterator[list[str]]:
+        """One column in batches of ``BATCH_SIZE`` sentences (never the whole split at once)."""
+        for table in pairs.select_columns([column]).with_format("arrow").iter(batch_size=BATCH_SIZE):
             yield table.column(column).to_pylist()
 
     def _train_tokenizers(self, train: Dataset) -> tuple[Tokenizer, Tokenizer]:
@@ -197,16 +207,15 @@ class Seq2SeqDataModule(L.LightningDataModule):
             "min_freq": self.min_freq,
             "lowercase": self.lowercase,
         }
-        used = len(train) if self.tokenizer_sample is None else min(len(train), self.tokenizer_sample)
+        pairs = self._tokenizer_pairs(train)
         if self.joint_setting:
-            log.info("training one joint %s tokenizer on %d of %d train pairs", self.tokenizer, used, len(train))
-            texts = chain(self._training_texts(train, "source"), self._training_texts(train, "target"))
-            tokenizer = train_tokenizer(texts, **settings)
+            log.info("training one joint %s tokenizer on %d of %d train pairs", self.tokenizer, len(pairs), len(train))
+            tokenizer = train_tokenizer(chain(self._texts(pairs, "source"), self._texts(pairs, "target")), **settings)
             return tokenizer, tokenizer
-        log.info("training %s tokenizers on %d of %d train pairs", self.tokenizer, used, len(train))
+        log.info("training %s tokenizers on %d of %d train pairs", self.tokenizer, len(pairs), len(train))
         return (
-            train_tokenizer(self._training_texts(train, "source"), **settings),
-            train_tokenizer(self._training_texts(train, "target"), **settings),
+            train_tokenizer(self._texts(pairs, "source"), **settings),
+            train_tokenizer(self._texts(pairs, "target"), **settings),
         )
 
     def _build(self, fingerprint: str, folder: Path | None = None) -> EncodedData:
