@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from seq2seq.data import base, encoding, sources, textio
 from seq2seq.data import datamodule as datamodule_module
-from seq2seq.data import encoding, sources, textio
 from seq2seq.data.datamodule import FilesDataModule
 
 WORDS = [f"w{i}" for i in range(300)]
@@ -59,6 +59,7 @@ def peak_python_memory(folder: Path, warm: bool) -> tuple[int, FilesDataModule]:
     if warm:
         files_datamodule(folder).prepare_data()  # writes the cache
     dm = files_datamodule(folder)
+    scratch = set(base.scratch_folder().iterdir())
     tracemalloc.start()
     try:
         dm.prepare_data()
@@ -68,6 +69,7 @@ def peak_python_memory(folder: Path, warm: bool) -> tuple[int, FilesDataModule]:
     finally:
         tracemalloc.stop()
     assert dm.cache_hit is warm and batch.src.size(0) == 64
+    assert set(base.scratch_folder().iterdir()) <= scratch  # the raw text's Arrow copy is deleted once encoded
     return peak, dm
 
 

@@ -77,6 +77,17 @@ def pair_batches_to_dataset(batches: Iterable[tuple[Sequence[str], Sequence[str]
     return Dataset.from_file(str(path))
 
 
+def discard_scratch(splits: DatasetDict) -> None:
+    """Delete the scratch Arrow files of raw ``splits`` once nothing will read them again (a mapped file stays
+    readable until it is unmapped, so a live dataset is not broken)."""
+    folder = _SCRATCH.get(os.getpid())
+    for dataset in splits.values():
+        for file in dataset.cache_files:
+            path = Path(file["filename"])
+            if folder is not None and path.parent == folder:
+                path.unlink(missing_ok=True)
+
+
 def make_splits(splits: dict[str, Dataset], origins: dict[str, str]) -> DatasetDict:
     """Check that no split is empty and return them as a ``DatasetDict`` in the order train, val, test.
 

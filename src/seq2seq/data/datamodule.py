@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from seq2seq.data.base import SPLITS
+from seq2seq.data.base import SPLITS, discard_scratch
 from seq2seq.data.batching import collate, pad_source
 from seq2seq.data.cache import cache_key, load_cached, save_cached, staging_folder
 from seq2seq.data.encoding import BATCH_SIZE, EMPTY, TOO_LONG, EncodedData, encode_splits
@@ -228,6 +228,8 @@ class Seq2SeqDataModule(L.LightningDataModule):
             src_tokenizer, tgt_tokenizer = self._train_tokenizers(raw["train"])
         log.info("tokenizing the %s split(s)", ", ".join(self.splits))
         data = encode_splits(raw, src_tokenizer, tgt_tokenizer, self.max_length, fingerprint, self.splits, folder)
+        if folder is not None:  # the encoded splits lie in the cache: the raw text's scratch copy is done with
+            discard_scratch(raw)
         if "train" in data.splits and len(data.splits["train"]) == 0:
             if data.dropped[TOO_LONG]:
                 raise DataError(
