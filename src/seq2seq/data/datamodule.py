@@ -413,7 +413,8 @@ class Seq2SeqDataModule(L.LightningDataModule):
     def _dataloader(self, name: str, shuffle: bool) -> DataLoader:
         dataset = self.dataset(name)
         if name not in self._lengths:
-            lengths = dataset.select_columns(["length"]).with_format("numpy")[:]["length"]  # (N,) int64
+            # (N,) int64 straight from Arrow: the numpy formatter of `datasets` looks at every value in Python
+            lengths = dataset.select_columns(["length"]).with_format("arrow")[:].column("length").to_numpy()
             self._lengths[name] = lengths if lengths.flags.writeable else lengths.copy()  # torch wants it writable
         rank, world = self._rank_and_world()
         sampler = BucketBatchSampler(self._lengths[name], self.batch_size, shuffle, self.seed, world, rank)

@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
@@ -147,18 +148,24 @@ class BucketBatchSampler(Sampler[list[int]]):
         return [batch.tolist() for batch in self._batches()]
 
     def _batches(self) -> list[Tensor]:
-        """:meth:`batches` as index tensors: a Python list per batch only when it is served."""
+        """:meth:`batches` as index tensors: a Python list per batch only when it is served.
+
+        The sorts run in numpy, single-threaded: on a busy 2-core machine torch's threaded sorts of a few million
+        lengths took many seconds. A stable sort is a stable sort, so the order is the one torch's gave.
+        """
+        lengths = self.lengths.numpy()  # (N,), shared with the tensor
         if not self.shuffle:
-            order = torch.argsort(self.lengths, stable=True)  # (N,)
+            order = torch.from_numpy(np.argsort(lengths, kind="stable"))  # (N,)
             if math.ceil(len(order) / self.batch_size) < self.num_replicas:  # one (smaller) batch for every rank
                 return list(order.tensor_split(self.num_replicas))
             return list(order.split(self.batch_size))
         generator = self.sampler.generator()
-        order = torch.randperm(len(self.lengths), generator=generator)  # (N,), the same order as iter(self.sampler)
-        batches: list[Tensor] = []
-        for bucket in order.split(self.bucket_size):
-            bucket = bucket[torch.argsort(self.lengths[bucket], stable=True)]
-            batches.extend(bucket.split(self.batch_size))
+        order = torch.randperm(len(lengths), generator=generator).numpy()  # (N,), the same order as iter(self.sampler)
+        # each bucket (a run of bucket_size positions of `order`) sorted by length, stably: one stable sort by
+        # (bucket, length); bucket_size is a multiple of batch_size, so the batches are the runs of batch_size
+        bucket = np.arange(len(order)) // self.bucket_size  # (N,)
+        key = bucket * (int(lengths.max(initial=0)) + 1) + lengths[order]  # (N,)
+        batches = torch.from_numpy(order[np.argsort(key, kind="stable")]).split(self.batch_size)
         return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
     def __iter__(self) -> Iterator[list[int]]:
