@@ -540,6 +540,7 @@ def test_damaged_cache_is_rebuilt_and_replaced(tmp_path, caplog):
     first.setup("fit")
     path = first.cache_path()
     for file in (path / "dataset" / "train").glob("*.arrow"):
+        file.unlink()  # a new file: `first` memory-maps the old one, and a mapped file cut short is a bus error
         file.write_bytes(b"broken")
     second = tiny_datamodule(tmp_path)
     second.prepare_data()
@@ -560,6 +561,23 @@ def test_cache_key_follows_file_changes(tmp_path):
     before = dm.cache_path()
     write(tmp_path / "d.tgt", "A B\nC D\nE F G\n")
     assert dm.cache_path() != before
+
+
+def test_tokenizer_sample_caps_the_pairs_the_tokenizers_learn_from(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="seq2seq.data")
+    full = tiny_datamodule(tmp_path, tokenizer_sample=None)
+    full.setup("fit")
+    default = tiny_datamodule(tmp_path)  # the default sample (1M pairs) is all of a small corpus: same tokenizers
+    default.setup("fit")
+    assert default.tokenizers_state() == full.tokenizers_state()
+    sampled = tiny_datamodule(tmp_path, tokenizer_sample=1)  # one pair: at most 8 of the 9 words
+    sampled.setup("fit")
+    assert "training word tokenizers on 1 of 300 train pairs" in caplog.text
+    assert sampled.cache_path() != full.cache_path()
+    assert sampled.src_vocab_size < full.src_vocab_size
+    assert len(sampled.dataset("train")) == len(full.dataset("train"))  # every pair is still encoded
+    with pytest.raises(ConfigError, match="data.tokenizer_sample=0"):
+        tiny_datamodule(None, tokenizer_sample=0)
 
 
 def test_given_tokenizers_are_reused(tmp_path, monkeypatch):

@@ -71,6 +71,7 @@ CHECKS: dict[str, Valid] = {
     "data.vocab_size": POSITIVE_INT,
     "data.min_freq": NON_NEGATIVE_INT,
     "data.num_workers": NON_NEGATIVE_INT,
+    "data.tokenizer_sample": optional(POSITIVE_INT),
     "trainer.max_epochs": optional(EPOCHS),
     "trainer.max_steps": EPOCHS,
     "trainer.gradient_clip_val": optional(NON_NEGATIVE),

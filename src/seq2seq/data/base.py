@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import abc
+import atexit
 import dataclasses
-from collections.abc import Sequence
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from datasets import Dataset, DatasetDict, Features, Value
 
 from seq2seq.data.textio import file_stats
@@ -43,6 +49,43 @@ def pairs_to_dataset(sources: Sequence[object], targets: Sequence[object]) -> Da
         {"source": [str(text).strip() for text in sources], "target": [str(text).strip() for text in targets]},
         features=PAIR_FEATURES,
     )
+
+
+_SCRATCH: dict[int, Path] = {}  # process id -> its scratch folder
+
+
+def scratch_folder() -> Path:
+    """This process's folder for Arrow files of raw pairs (in the temp dir), removed when the process exits."""
+    pid = os.getpid()
+    if pid not in _SCRATCH:
+        _SCRATCH[pid] = Path(tempfile.mkdtemp(prefix="seq2seq-pairs-"))
+        atexit.register(lambda: os.getpid() == pid and shutil.rmtree(_SCRATCH[pid], ignore_errors=True))
+    return _SCRATCH[pid]
+
+
+def pair_batches_to_dataset(batches: Iterable[tuple[Sequence[str], Sequence[str]]]) -> Dataset:
+    """Stream batches of ``(sources, targets)`` into a memory-mapped Arrow file; whitespace stripped as in
+    :func:`pairs_to_dataset`, which this equals without ever holding all pairs in memory.
+    """
+    schema = PAIR_FEATURES.arrow_schema
+    path = scratch_folder() / f"pairs-{uuid.uuid4().hex}.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for sources, targets in batches:
+            columns = [pa.array([text.strip() for text in sources], pa.string()),
+                       pa.array([text.strip() for text in targets], pa.string())]  # fmt: skip
+            writer.write_batch(pa.record_batch(columns, schema=schema))
+    return Dataset.from_file(str(path))
+
+
+def discard_scratch(splits: DatasetDict) -> None:
+    """Delete the scratch Arrow files of raw ``splits`` once nothing will read them again (a mapped file stays
+    readable until it is unmapped, so a live dataset is not broken)."""
+    folder = _SCRATCH.get(os.getpid())
+    for dataset in splits.values():
+        for file in dataset.cache_files:
+            path = Path(file["filename"])
+            if folder is not None and path.parent == folder:
+                path.unlink(missing_ok=True)
 
 
 def make_splits(splits: dict[str, Dataset], origins: dict[str, str]) -> DatasetDict:

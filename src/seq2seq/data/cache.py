@@ -1,4 +1,8 @@
-"""The on-disk cache of encoded splits and tokenizers: one folder per key, written atomically."""
+"""The on-disk cache of encoded splits and tokenizers: one folder per key, written atomically.
+
+A folder holds ``meta.json``, the two tokenizers and one Arrow file per split (``dataset/<split>/data.arrow``),
+which the encoding writes straight into (see :func:`staging_folder`) and later runs memory-map.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,21 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from datasets import DatasetDict
+import pyarrow as pa
+from datasets import Dataset, DatasetDict
 from tokenizers import Tokenizer
 
-from seq2seq.data.encoding import EncodedData, quiet_progress
+from seq2seq.data.encoding import EncodedData, split_file
 
 log = logging.getLogger("seq2seq.data")
 # 3: val/test are no longer length-filtered (only their sources truncated); train drops empty pairs
-CACHE_VERSION = 3
+# 4: one Arrow file per split, written by the encoding itself (ids int32), instead of DatasetDict.save_to_disk
+CACHE_VERSION = 4
 _META = "meta.json"
 _SOURCE_TOKENIZER = "tokenizer.source.json"
 _TARGET_TOKENIZER = "tokenizer.target.json"
@@ -31,7 +39,7 @@ def cache_key(payload: dict[str, Any]) -> str:
 
 
 def load_cached(path: Path) -> EncodedData | None:
-    """The cached data at ``path``, or ``None`` when there is none or it cannot be read.
+    """The cached data at ``path`` (memory-mapped), or ``None`` when there is none or it cannot be read.
 
     A damaged folder is left as it is; ``save_cached(..., replace=True)`` puts a new one in its place.
     """
@@ -39,8 +47,9 @@ def load_cached(path: Path) -> EncodedData | None:
         return None
     try:
         meta = json.loads((path / _META).read_text(encoding="utf-8"))
+        splits = {split: Dataset.from_file(str(split_file(path, split))) for split in meta["splits"]}
         return EncodedData(
-            DatasetDict.load_from_disk(str(path / "dataset")),
+            DatasetDict(splits),
             Tokenizer.from_file(str(path / _SOURCE_TOKENIZER)),
             Tokenizer.from_file(str(path / _TARGET_TOKENIZER)),
             dict(meta["dropped"]),
@@ -51,7 +60,33 @@ def load_cached(path: Path) -> EncodedData | None:
         return None
 
 
-def save_cached(data: EncodedData, path: Path, payload: dict[str, Any], replace: bool = False) -> bool:
+@contextmanager
+def staging_folder(path: Path) -> Iterator[Path]:
+    """A new temporary folder next to ``path`` for the encoding to write into; removed if the block fails.
+
+    Hand it to :func:`save_cached` (``staged=``), which completes it and renames it to ``path``.
+    """
+    temporary = path.parent / f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    temporary.mkdir(parents=True)
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def _write_split(dataset: Dataset, file: Path) -> None:
+    """Stream ``dataset`` (indices applied) into one Arrow file, batch by batch."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    schema = dataset.features.arrow_schema
+    with pa.OSFile(str(file), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for table in dataset.with_format("arrow").iter(batch_size=10_000):
+            writer.write_table(table.cast(schema))
+
+
+def save_cached(
+    data: EncodedData, path: Path, payload: dict[str, Any], replace: bool = False, staged: Path | None = None
+) -> bool:
     """Write ``data`` to ``path`` atomically: into a temporary folder next to it, then one rename.
 
     Several processes (DDP ranks, parallel runs) may race; the first rename wins and the others discard their copy.
@@ -60,18 +95,26 @@ def save_cached(data: EncodedData, path: Path, payload: dict[str, Any], replace:
     Args:
         replace: the folder at ``path`` is damaged (``load_cached`` could not read it): move it aside and put the
             new one in its place, so the next run loads it. Readers never see a half-written folder.
+        staged: the :func:`staging_folder` the splits were encoded into; splits not there yet are written.
 
     Returns:
         Whether ``path`` now holds a complete cache.
     """
-    temporary = path.parent / f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    temporary = staged or path.parent / f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        temporary.mkdir(parents=True)
-        with quiet_progress():
-            data.splits.save_to_disk(str(temporary / "dataset"))
+        temporary.mkdir(parents=True, exist_ok=staged is not None)
+        for split, dataset in data.splits.items():
+            if not split_file(temporary, split).is_file():
+                _write_split(dataset, split_file(temporary, split))
         data.src_tokenizer.save(str(temporary / _SOURCE_TOKENIZER))
         data.tgt_tokenizer.save(str(temporary / _TARGET_TOKENIZER))
-        meta = {"version": CACHE_VERSION, "dropped": data.dropped, "truncated": data.truncated, "key": payload}
+        meta = {
+            "version": CACHE_VERSION,
+            "splits": list(data.splits),
+            "dropped": data.dropped,
+            "truncated": data.truncated,
+            "key": payload,
+        }
         (temporary / _META).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
         if replace:
             _discard(path)

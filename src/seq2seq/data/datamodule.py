@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import datasets
 import lightning as L
+import numpy as np
 import tokenizers as hf_tokenizers
 import torch
 from datasets import Dataset, DatasetDict
@@ -18,10 +20,10 @@ from tokenizers import Tokenizer
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from seq2seq.data.base import SPLITS
+from seq2seq.data.base import SPLITS, discard_scratch
 from seq2seq.data.batching import collate, pad_source
-from seq2seq.data.cache import cache_key, load_cached, save_cached
-from seq2seq.data.encoding import EMPTY, TOO_LONG, EncodedData, encode_splits
+from seq2seq.data.cache import cache_key, load_cached, save_cached, staging_folder
+from seq2seq.data.encoding import BATCH_SIZE, EMPTY, TOO_LONG, EncodedData, encode_splits
 from seq2seq.data.samplers import BucketBatchSampler, ResumableDataLoader
 from seq2seq.data.tokenizers import (
     EOS_ID,
@@ -39,6 +41,9 @@ from seq2seq.errors import ConfigError, DataError
 log = logging.getLogger("seq2seq.data")
 # the columns a batch is made of (see batching.collate)
 _BATCH_COLUMNS = ["index", "source", "target", "src_ids", "tgt_ids"]
+# the tokenizers of a large corpus learn from this many train pairs by default (see data.tokenizer_sample)
+TOKENIZER_SAMPLE = 1_000_000
+TOKENIZER_SAMPLE_SEED = 0  # fixed: the tokenizers must not change with the training seed
 
 
 class Seq2SeqDataModule(L.LightningDataModule):
@@ -57,6 +62,9 @@ class Seq2SeqDataModule(L.LightningDataModule):
         lowercase: lowercase all text before tokenizing.
         joint_vocab: train one tokenizer on the source and target train text and use it for both sides (a
             shared vocabulary, as ``model.tie_embeddings=all`` needs); the run dir then holds ``tokenizer.json``.
+        tokenizer_sample: train the tokenizers on at most this many train pairs, a fixed random sample of a larger
+            train split (``None``: on all); every pair is still encoded. Caps the tokenizer training time of very
+            large corpora (1M pairs by default, so smaller corpora are unaffected).
         max_length: train pairs with more tokens than this on either side (specials not counted) are dropped;
             longer val/test sources are truncated to it (their targets are kept whole).
         batch_size: pairs per batch.
@@ -78,6 +86,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
         min_freq: int = 2,
         lowercase: bool = False,
         joint_vocab: bool = False,
+        tokenizer_sample: int | None = TOKENIZER_SAMPLE,
         max_length: int = 100,
         batch_size: int = 128,
         num_workers: int = 0,
@@ -90,7 +99,10 @@ class Seq2SeqDataModule(L.LightningDataModule):
         super().__init__()
         if tokenizer not in KINDS:
             raise ConfigError(f"unknown data.tokenizer {tokenizer!r}: use one of {', '.join(KINDS)}")
-        for name, value in (("vocab_size", vocab_size), ("max_length", max_length), ("batch_size", batch_size)):
+        sizes = [("vocab_size", vocab_size), ("max_length", max_length), ("batch_size", batch_size)]
+        if tokenizer_sample is not None:
+            sizes.append(("tokenizer_sample", tokenizer_sample))
+        for name, value in sizes:
             if value < 1:
                 raise ConfigError(f"data.{name}={value}: must be at least 1")
         wanted = SPLITS if splits is None else [str(split) for split in splits]
@@ -106,6 +118,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
         self.min_freq = min_freq
         self.lowercase = lowercase
         self.joint_setting = joint_vocab  # what was asked; `joint_vocab` says what the tokenizers are
+        self.tokenizer_sample = tokenizer_sample
         self.max_length = max_length
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -125,7 +138,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
                 tokenizer_from_str(self._given_state["target"]),
             )
         self._data: EncodedData | None = None
-        self._lengths: dict[str, Tensor] = {}
+        self._lengths: dict[str, np.ndarray] = {}
         # True: the encoded data came from the cache; False: it was tokenized here; None: not loaded yet.
         self.cache_hit: bool | None = None
 
@@ -146,6 +159,8 @@ class Seq2SeqDataModule(L.LightningDataModule):
             }
             if self.joint_setting:  # only when on, so the keys of existing caches stay what they were
                 tokenization["joint"] = True
+            if self.tokenizer_sample != TOKENIZER_SAMPLE:  # likewise
+                tokenization["sample"] = self.tokenizer_sample
         return {
             "source": source,
             "tokenization": tokenization,
@@ -172,29 +187,49 @@ class Seq2SeqDataModule(L.LightningDataModule):
                 raise DataError(f"the {split} split has no column {', '.join(sorted(missing))}: fix data.source")
         return raw
 
-    def _build(self, fingerprint: str) -> EncodedData:
+    def _tokenizer_pairs(self, train: Dataset) -> Dataset:
+        """The train pairs the tokenizers learn from: all, or a fixed random ``tokenizer_sample`` of them."""
+        if self.tokenizer_sample is None or len(train) <= self.tokenizer_sample:
+            return train
+        rows = np.random.default_rng(TOKENIZER_SAMPLE_SEED).choice(len(train), self.tokenizer_sample, replace=False)
+        return train.select(np.sort(rows))  # (tokenizer_sample,) rows in file order
+
+    @staticmethod
+    def _texts(pairs: Dataset, column: str) -> Iterator[list[str]]:
+        """One column in batches of ``BATCH_SIZE`` sentences (never the whole split at once)."""
+        for table in pairs.select_columns([column]).with_format("arrow").iter(batch_size=BATCH_SIZE):
+            yield table.column(column).to_pylist()
+
+    def _train_tokenizers(self, train: Dataset) -> tuple[Tokenizer, Tokenizer]:
+        settings = {
+            "kind": self.tokenizer,
+            "vocab_size": self.vocab_size,
+            "min_freq": self.min_freq,
+            "lowercase": self.lowercase,
+        }
+        pairs = self._tokenizer_pairs(train)
+        if self.joint_setting:
+            log.info("training one joint %s tokenizer on %d of %d train pairs", self.tokenizer, len(pairs), len(train))
+            tokenizer = train_tokenizer(chain(self._texts(pairs, "source"), self._texts(pairs, "target")), **settings)
+            return tokenizer, tokenizer
+        log.info("training %s tokenizers on %d of %d train pairs", self.tokenizer, len(pairs), len(train))
+        return (
+            train_tokenizer(self._texts(pairs, "source"), **settings),
+            train_tokenizer(self._texts(pairs, "target"), **settings),
+        )
+
+    def _build(self, fingerprint: str, folder: Path | None = None) -> EncodedData:
+        """Read, train the tokenizers (unless given), encode; the encoded splits go into ``folder`` if given."""
         raw = self._load_raw()
         if self._given is not None:
             src_tokenizer, tgt_tokenizer = self._given
             log.info("using the given tokenizers (not training new ones)")
         else:
-            train = raw["train"].select_columns(["source", "target"]).with_format("arrow")[:]
-            settings = {
-                "kind": self.tokenizer,
-                "vocab_size": self.vocab_size,
-                "min_freq": self.min_freq,
-                "lowercase": self.lowercase,
-            }
-            sources, targets = train.column("source").to_pylist(), train.column("target").to_pylist()
-            if self.joint_setting:
-                log.info("training one joint %s tokenizer on %d train pairs", self.tokenizer, train.num_rows)
-                src_tokenizer = tgt_tokenizer = train_tokenizer(sources + targets, **settings)
-            else:
-                log.info("training %s tokenizers on %d train pairs", self.tokenizer, train.num_rows)
-                src_tokenizer = train_tokenizer(sources, **settings)
-                tgt_tokenizer = train_tokenizer(targets, **settings)
+            src_tokenizer, tgt_tokenizer = self._train_tokenizers(raw["train"])
         log.info("tokenizing the %s split(s)", ", ".join(self.splits))
-        data = encode_splits(raw, src_tokenizer, tgt_tokenizer, self.max_length, fingerprint, self.splits)
+        data = encode_splits(raw, src_tokenizer, tgt_tokenizer, self.max_length, fingerprint, self.splits, folder)
+        if folder is not None:  # the encoded splits lie in the cache: the raw text's scratch copy is done with
+            discard_scratch(raw)
         if "train" in data.splits and len(data.splits["train"]) == 0:
             if data.dropped[TOO_LONG]:
                 raise DataError(
@@ -232,12 +267,17 @@ class Seq2SeqDataModule(L.LightningDataModule):
             self.cache_hit = True
             log.info("loaded the tokenized data from the cache %s (tokenization skipped)", path)
         else:
-            data = self._build(cache_key(self._cache_payload()))
             self.cache_hit = False
             if path is None:
+                data = self._build(cache_key(self._cache_payload()))
                 log.info("tokenized the data (caching is off)")
-            elif save_cached(data, path, self._cache_payload(), replace=path.exists()):
-                log.info("tokenized the data and wrote the cache %s", path)
+            else:
+                with staging_folder(path) as folder:  # the encoding writes its Arrow files straight into it
+                    data = self._build(cache_key(self._cache_payload()), folder)
+                if save_cached(data, path, self._cache_payload(), replace=path.exists(), staged=folder):
+                    log.info("tokenized the data and wrote the cache %s", path)
+                    # map the files where they now lie (the staging folder is gone), e.g. for worker processes
+                    data = load_cached(path) or data
         self._report(data)
         self._data = data
 
@@ -373,7 +413,9 @@ class Seq2SeqDataModule(L.LightningDataModule):
     def _dataloader(self, name: str, shuffle: bool) -> DataLoader:
         dataset = self.dataset(name)
         if name not in self._lengths:
-            self._lengths[name] = dataset.select_columns(["length"]).with_format("torch")["length"][:]
+            # (N,) int64 straight from Arrow: the numpy formatter of `datasets` looks at every value in Python
+            lengths = dataset.select_columns(["length"]).with_format("arrow")[:].column("length").to_numpy()
+            self._lengths[name] = lengths if lengths.flags.writeable else lengths.copy()  # torch wants it writable
         rank, world = self._rank_and_world()
         sampler = BucketBatchSampler(self._lengths[name], self.batch_size, shuffle, self.seed, world, rank)
         if shuffle and self.trainer is not None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
 
 import numpy as np
-from datasets import Dataset, DatasetDict
+import pyarrow as pa
+from datasets import Dataset, DatasetDict, Features, List, Value
 from datasets.utils import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
 from tokenizers import Tokenizer
 
@@ -15,6 +18,22 @@ from seq2seq.data.tokenizers import encode_batch
 
 # why train pairs are dropped (the keys of EncodedData.dropped)
 EMPTY, TOO_LONG = "empty", "too_long"
+TRUNCATED = "truncated"  # val/test sources cut to max_length
+BATCH_SIZE = 10_000  # pairs per encode_batch call and per written Arrow record batch
+# the columns of an encoded split; ids are int32 (vocabularies are far below 2**31)
+FEATURES = Features(
+    {
+        "source": Value("string"),
+        "target": Value("string"),
+        "index": Value("int64"),
+        "src_ids": List(Value("int32")),
+        "tgt_ids": List(Value("int32")),
+        "src_len": Value("int64"),
+        "tgt_len": Value("int64"),
+        "length": Value("int64"),
+    }
+)
+SCHEMA = FEATURES.arrow_schema
 
 
 @dataclass
@@ -50,85 +69,108 @@ def quiet_progress() -> Iterator[None]:
             enable_progress_bars()
 
 
-def _encode(
-    batch: dict[str, list], indices: list[int], src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer
-) -> dict[str, list]:
-    src_ids = encode_batch(src_tokenizer, batch["source"])
-    tgt_ids = encode_batch(tgt_tokenizer, batch["target"])
-    src_len = [len(ids) for ids in src_ids]
-    tgt_len = [len(ids) for ids in tgt_ids]
-    return {
-        "index": indices,
-        "src_ids": src_ids,
-        "tgt_ids": tgt_ids,
-        "src_len": src_len,
-        "tgt_len": tgt_len,
-        "length": [s + t for s, t in zip(src_len, tgt_len)],
-    }
+class SplitEncoder:
+    """The batched ``Dataset.map`` function of one split: Arrow text in, Arrow ids out, never the split in Python.
 
-
-def _truncate_sources(batch: dict[str, list], max_length: int) -> dict[str, list]:
-    src_ids = [ids[:max_length] for ids in batch["src_ids"]]
-    src_len = [len(ids) for ids in src_ids]
-    return {"src_ids": src_ids, "src_len": src_len, "length": [s + t for s, t in zip(src_len, batch["tgt_len"])]}
-
-
-def _lengths(encoded: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    columns = encoded.select_columns(["src_len", "tgt_len"]).with_format("numpy")[:]
-    return columns["src_len"], columns["tgt_len"]
-
-
-def filter_train(encoded: Dataset, max_length: int, fingerprint: str) -> tuple[Dataset, dict[str, int]]:
-    """Drop the train pairs that teach nothing or too much: empty on both sides, or a side over ``max_length``.
-
-    Returns:
-        The kept pairs (``index`` still the row as read) and the count dropped per reason.
+    Each call encodes one batch of pairs (``Tokenizer.encode_batch``, parallel in Rust) and returns it as a
+    ``pyarrow.Table`` with the columns of :data:`FEATURES`. Train pairs that are empty on both sides or have a side
+    over ``max_length`` tokens are dropped; val/test sources over ``max_length`` are cut. ``counts`` adds up both.
     """
-    src_len, tgt_len = _lengths(encoded)
-    empty = (src_len == 0) & (tgt_len == 0)
-    too_long = (src_len > max_length) | (tgt_len > max_length)
-    kept = encoded.select(np.flatnonzero(~(empty | too_long)), new_fingerprint=f"{fingerprint}-filter")
-    return kept, {EMPTY: int(empty.sum()), TOO_LONG: int(too_long.sum())}
+
+    def __init__(self, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, max_length: int, train: bool) -> None:
+        self.src_tokenizer = src_tokenizer
+        self.tgt_tokenizer = tgt_tokenizer
+        self.max_length = max_length
+        self.train = train
+        self.counts = {EMPTY: 0, TOO_LONG: 0, TRUNCATED: 0}
+
+    def __call__(self, batch: pa.Table, indices: list[int]) -> pa.Table:
+        sources, targets = batch.column("source"), batch.column("target")
+        src_ids = encode_batch(self.src_tokenizer, sources.to_pylist())
+        tgt_ids = encode_batch(self.tgt_tokenizer, targets.to_pylist())
+        if not self.train:
+            longer = [i for i, ids in enumerate(src_ids) if len(ids) > self.max_length]
+            for i in longer:
+                src_ids[i] = src_ids[i][: self.max_length]
+            self.counts[TRUNCATED] += len(longer)
+        src, src_len = _list_array(src_ids)  # (N,) lists, (N,)
+        tgt, tgt_len = _list_array(tgt_ids)
+        columns = {
+            "source": sources,
+            "target": targets,
+            "index": pa.array(indices, pa.int64()),
+            "src_ids": src,
+            "tgt_ids": tgt,
+            "src_len": src_len,
+            "tgt_len": tgt_len,
+            "length": src_len + tgt_len,
+        }
+        table = pa.Table.from_pydict(columns, schema=SCHEMA)
+        if self.train:
+            empty = (src_len == 0) & (tgt_len == 0)
+            too_long = (src_len > self.max_length) | (tgt_len > self.max_length)
+            self.counts[EMPTY] += int(empty.sum())
+            self.counts[TOO_LONG] += int(too_long.sum())
+            keep = ~(empty | too_long)
+            if not keep.all():
+                table = table.filter(pa.array(keep))
+        return table
 
 
-def truncate_eval_sources(encoded: Dataset, max_length: int, fingerprint: str) -> tuple[Dataset, int]:
-    """Cut val/test sources to ``max_length`` tokens for decoding; every pair and every target stays whole.
-
-    Returns:
-        The split and the number of sources cut.
-    """
-    src_len, _ = _lengths(encoded)
-    count = int((src_len > max_length).sum())
-    if count:
-        encoded = encoded.map(
-            _truncate_sources,
-            batched=True,
-            batch_size=1000,
-            fn_kwargs={"max_length": max_length},
-            new_fingerprint=f"{fingerprint}-truncate",
-            load_from_cache_file=False,
-            desc=f"truncating sources to {max_length} tokens",
-        )
-    return encoded, count
+def _list_array(ids: list[list[int]]) -> tuple[pa.ListArray, np.ndarray]:
+    """The id lists of a batch as one Arrow list array of int32, and their lengths ``(N,)`` int64."""
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))  # (N,)
+    offsets = np.zeros(len(ids) + 1, dtype=np.int32)  # (N + 1,)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(offsets[-1]))  # (sum of lengths,)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)), lengths
 
 
-def encode_split(dataset: Dataset, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, fingerprint: str) -> Dataset:
-    """Add the id columns (``Dataset.map(batched=True)``); nothing is dropped or cut here.
+def encode_split(
+    dataset: Dataset,
+    src_tokenizer: Tokenizer,
+    tgt_tokenizer: Tokenizer,
+    max_length: int,
+    fingerprint: str,
+    train: bool,
+    cache_file: Path | None = None,
+) -> tuple[Dataset, dict[str, int]]:
+    """Encode one split in one batched ``Dataset.map`` pass (see :class:`SplitEncoder`).
 
     Args:
-        fingerprint: a unique name of this encoding, so ``datasets`` need not hash the tokenizers (cache files of
-            on-disk datasets are never reused: a stale one could hold another tokenization).
+        train: filter (train) rather than truncate (val/test).
+        fingerprint: a unique name of this encoding, so ``datasets`` need not hash the tokenizers.
+        cache_file: the Arrow file the map writes (the data cache); ``None``: where ``datasets`` puts it (next to
+            an on-disk dataset's files, else in memory).
+
+    Returns:
+        The encoded split and the counts of :class:`SplitEncoder`.
     """
-    return dataset.map(
-        _encode,
-        batched=True,
-        with_indices=True,
-        batch_size=1000,
-        fn_kwargs={"src_tokenizer": src_tokenizer, "tgt_tokenizer": tgt_tokenizer},
-        new_fingerprint=f"{fingerprint}-encode",
-        load_from_cache_file=False,
-        desc="tokenizing",
+    encoder = SplitEncoder(src_tokenizer, tgt_tokenizer, max_length, train)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+    encoded = (
+        dataset.select_columns(["source", "target"])
+        .with_format("arrow")
+        .map(
+            encoder,
+            batched=True,
+            with_indices=True,
+            batch_size=BATCH_SIZE,
+            writer_batch_size=BATCH_SIZE,
+            features=FEATURES,
+            cache_file_name=None if cache_file is None else str(cache_file),
+            new_fingerprint=f"{fingerprint}-encode",
+            load_from_cache_file=False,
+            desc="tokenizing",
+        )
     )
+    return encoded.with_format(None), encoder.counts
+
+
+def split_file(folder: Path, split: str) -> Path:
+    """Where the encoded ``split`` lies in a cache folder."""
+    return folder / "dataset" / split / "data.arrow"
 
 
 def encode_splits(
@@ -138,20 +180,27 @@ def encode_splits(
     max_length: int,
     fingerprint: str,
     splits: tuple[str, ...] | None = None,
+    folder: Path | None = None,
 ) -> EncodedData:
     """Encode the ``splits`` of ``raw`` (all by default): train is filtered, val/test sources are truncated.
 
-    See :func:`encode_split`, :func:`filter_train` and :func:`truncate_eval_sources`.
+    Args:
+        folder: a cache folder to write the encoded splits into (:func:`split_file`); ``None``: see
+            :func:`encode_split`.
     """
     data = EncodedData(DatasetDict(), src_tokenizer, tgt_tokenizer)
     with quiet_progress():
         for split, dataset in raw.items():
             if splits is not None and split not in splits:
                 continue
-            name = f"{fingerprint}-{split}"
-            encoded = encode_split(dataset, src_tokenizer, tgt_tokenizer, name)
-            if split == "train":
-                data.splits[split], data.dropped = filter_train(encoded, max_length, name)
+            train = split == "train"
+            cache_file = None if folder is None else split_file(folder, split)
+            encoded, counts = encode_split(
+                dataset, src_tokenizer, tgt_tokenizer, max_length, f"{fingerprint}-{split}", train, cache_file
+            )
+            data.splits[split] = encoded
+            if train:
+                data.dropped = {EMPTY: counts[EMPTY], TOO_LONG: counts[TOO_LONG]}
             else:
-                data.splits[split], data.truncated[split] = truncate_eval_sources(encoded, max_length, name)
+                data.truncated[split] = counts[TRUNCATED]
     return data

@@ -17,13 +17,14 @@ from pathlib import Path
 import datasets
 from datasets import Dataset, Features, Value
 
-from seq2seq.data.base import KEY, pairs_to_dataset
-from seq2seq.data.textio import read_lines, read_text, split_lines
+from seq2seq.data.base import KEY, pair_batches_to_dataset, pairs_to_dataset
+from seq2seq.data.textio import iter_parallel_lines, read_lines, read_text, split_lines
 from seq2seq.errors import DataError
 
 # file suffix -> format understood by read_table
 TABLE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "tsv"}
 FORMAT_NAMES = {"json": "JSON Lines", "csv": "CSV", "tsv": "TSV"}
+PAIR_BATCH = 100_000  # pairs per Arrow record batch when reading text files
 
 
 def first_line(error: BaseException) -> str:
@@ -71,14 +72,8 @@ def parallel_file(prefix: str | Path, lang: str, split: str) -> Path:
 
 
 def read_parallel(source_path: Path, target_path: Path) -> Dataset:
-    """Read two line-aligned UTF-8 files (plain or .gz) into a pair dataset."""
-    sources, targets = read_lines(source_path), read_lines(target_path)
-    if len(sources) != len(targets):
-        raise DataError(
-            f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}: "
-            "the two files of a split must be line-aligned"
-        )
-    return pairs_to_dataset(sources, targets)
+    """Read two line-aligned UTF-8 files (plain or .gz) into a memory-mapped pair dataset, a block at a time."""
+    return pair_batches_to_dataset(iter_parallel_lines(source_path, target_path, PAIR_BATCH))
 
 
 # --- tables: JSON Lines, CSV, TSV ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
@@ -62,7 +63,7 @@ class BucketBatchSampler(Sampler[list[int]]):
     :class:`~seq2seq.errors.DataError`.
 
     Args:
-        lengths: a length per example (e.g. source + target tokens).
+        lengths: a length per example (e.g. source + target tokens): a sequence, tensor or numpy array.
         batch_size: examples per batch (the last batch of a chunk may be smaller).
         shuffle: training mode, see above.
         seed: the shuffle seed; :meth:`set_epoch` varies it per epoch.
@@ -91,7 +92,7 @@ class BucketBatchSampler(Sampler[list[int]]):
                 f"an evaluation split is shorter ({len(lengths)}) than the number of processes that share it "
                 f"({num_replicas}), each needing a pair: evaluate on fewer devices (trainer.devices={len(lengths)})"
             )
-        self.lengths = torch.as_tensor(lengths, dtype=torch.long)  # (N,)
+        self.lengths = torch.as_tensor(lengths, dtype=torch.long)  # (N,); a numpy int64 array is shared, not copied
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -159,21 +160,31 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def batches(self) -> list[list[int]]:
         """All batches of this epoch over all ranks, in order."""
+        return [batch.tolist() for batch in self._batches()]
+
+    def _batches(self) -> list[Tensor]:
+        """:meth:`batches` as index tensors: a Python list per batch only when it is served.
+
+        The sorts run in numpy, single-threaded: on a busy 2-core machine torch's threaded sorts of a few million
+        lengths took many seconds. A stable sort is a stable sort, so the order is the one torch's gave.
+        """
+        lengths = self.lengths.numpy()  # (N,), shared with the tensor
         if not self.shuffle:
-            order = torch.argsort(self.lengths, stable=True)  # (N,)
+            order = torch.from_numpy(np.argsort(lengths, kind="stable"))  # (N,)
             if math.ceil(len(order) / self.batch_size) < self.num_replicas:  # one (smaller) batch for every rank
-                return [chunk.tolist() for chunk in order.tensor_split(self.num_replicas)]
-            return [chunk.tolist() for chunk in order.split(self.batch_size)]
+                return list(order.tensor_split(self.num_replicas))
+            return list(order.split(self.batch_size))
         generator = self.sampler.generator()
-        order = torch.randperm(len(self.lengths), generator=generator)  # (N,), the same order as iter(self.sampler)
-        batches: list[Tensor] = []
-        for bucket in order.split(self.bucket_size):
-            bucket = bucket[torch.argsort(self.lengths[bucket], stable=True)]
-            batches.extend(bucket.split(self.batch_size))
-        return [batches[i].tolist() for i in torch.randperm(len(batches), generator=generator).tolist()]
+        order = torch.randperm(len(lengths), generator=generator).numpy()  # (N,), the same order as iter(self.sampler)
+        # each bucket (a run of bucket_size positions of `order`) sorted by length, stably: one stable sort by
+        # (bucket, length); bucket_size is a multiple of batch_size, so the batches are the runs of batch_size
+        bucket = np.arange(len(order)) // self.bucket_size  # (N,)
+        key = bucket * (int(lengths.max(initial=0)) + 1) + lengths[order]  # (N,)
+        batches = torch.from_numpy(order[np.argsort(key, kind="stable")]).split(self.batch_size)
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self.batches()
+        batches = self._batches()
         if self.shuffle and batches:
             wanted = len(self) * self.num_replicas
             while len(batches) < wanted:  # repeat from the start so every rank gets len(self) batches
@@ -182,7 +193,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.batches_done = start
         for batch in batches[self.rank :: self.num_replicas][start:]:
             self.batches_done += 1
-            yield batch
+            yield batch.tolist()
 
     def __len__(self) -> int:
         total = self._num_batches()

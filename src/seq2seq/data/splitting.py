@@ -47,7 +47,11 @@ def split_indices(
             f"{what} has {total} pairs, too few for {n_val} val + {n_test} test pairs and a train split: "
             "lower val_size/test_size or add data"
         )
-    keys = groups if groups is not None else range(total)
+    if groups is None:  # one example per key: the same split as below without a dict of lists of the whole data
+        order = list(range(total))
+        random.Random(seed).shuffle(order)
+        return {"train": order[n_test + n_val :], "val": order[n_test : n_test + n_val], "test": order[:n_test]}
+    keys = groups
     members: dict[object, list[int]] = {}
     for index, key in enumerate(keys):
         members.setdefault(key, []).append(index)

@@ -28,7 +28,7 @@ def _pre_tokenizer(kind: str) -> pre_tokenizers.PreTokenizer:
 
 
 def train_tokenizer(
-    texts: Iterable[str],
+    texts: Iterable[str] | Iterable[list[str]],
     kind: str = "word",
     vocab_size: int = 10000,
     min_freq: int = 2,
@@ -37,7 +37,8 @@ def train_tokenizer(
     """Train a tokenizer on ``texts`` (the train split only).
 
     Args:
-        texts: the training sentences.
+        texts: the training sentences, one by one or in batches (lists of sentences: faster, and a batch at a time
+            is all that has to be in memory).
         kind: ``"word"`` (words and punctuation), ``"bpe"`` (byte-pair subwords) or ``"char"`` (characters).
         vocab_size: the largest vocabulary, the four special tokens included.
         min_freq: tokens (word/char) or merges (BPE) seen fewer times are left out.
@@ -83,8 +84,11 @@ def encode(tokenizer: Tokenizer, text: str) -> list[int]:
 
 
 def encode_batch(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
-    """Token ids of many texts at once (parallel in Rust), without special tokens."""
-    return [encoding.ids for encoding in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    """Token ids of many texts at once (parallel in Rust), without special tokens.
+
+    ``encode_batch_fast`` gives the same ids as ``encode_batch`` without computing character offsets.
+    """
+    return [encoding.ids for encoding in tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
 
 
 def _splits_words(tokenizer: Tokenizer) -> bool:
