@@ -210,20 +210,30 @@ def test_concurrent_requests_are_batched_by_settings():
     assert sorted(sorted(batch) for batch in slow.batches) == [["b0", "b1", "b2"], [f"w{i}" for i in range(6)]]
 
 
-def test_server_answers_equal_translate_py(attention_run):
+BEAM = ["decoding=beam", "decoding.beam_size=4", "decoding.nbest=3"]
+
+
+@pytest.fixture(scope="module")
+def beam_server(attention_run):
+    """serve.py with the tiny attention model and beam 4, 3-best by default: (process, base URL)."""
+    with running_server(attention_run / "checkpoints" / "best.ckpt", *BEAM) as (process, url):
+        yield process, url
+
+
+def test_server_answers_equal_translate_py(attention_run, beam_server):
     ckpt = attention_run / "checkpoints" / "best.ckpt"
     lines = ["t1 t2 t3", "t5 t6 t7 t8", "zzz qqq", "t4 t4 t9", "t2"]
-    settings = ["decoding=beam", "decoding.beam_size=4", "decoding.nbest=3"]
-    expected_default = translate(ckpt, "\n".join(lines) + "\n", *settings)
-    expected_beam2 = translate(ckpt, "\n".join(lines) + "\n", *settings[:1], "decoding.beam_size=2", "decoding.nbest=2")
+    expected_default = translate(ckpt, "\n".join(lines) + "\n", *BEAM)
+    expected_beam2 = translate(ckpt, "\n".join(lines) + "\n", BEAM[0], "decoding.beam_size=2", "decoding.nbest=2")
     assert expected_default.returncode == 0 and expected_beam2.returncode == 0, expected_default.stderr
-    with running_server(ckpt, *settings) as (process, url):
-        # one request with every line, and each line alone at the same time (batched together by the server)
-        status, together = post(url + "translate", {"texts": lines})
-        with ThreadPoolExecutor(len(lines)) as pool:
-            alone = list(pool.map(lambda line: post(url + "translate", {"text": line}), lines))
-        status2, beam2 = post(url + "translate", {"texts": lines, "beam_size": 2, "nbest": 2})
-        batches = json.loads(urllib.request.urlopen(url + "health").read())["batches"]
+    process, url = beam_server
+    batches_before = json.loads(urllib.request.urlopen(url + "health").read())["batches"]
+    # one request with every line, and each line alone at the same time (batched together by the server)
+    status, together = post(url + "translate", {"texts": lines})
+    with ThreadPoolExecutor(len(lines)) as pool:
+        alone = list(pool.map(lambda line: post(url + "translate", {"text": line}), lines))
+    status2, beam2 = post(url + "translate", {"texts": lines, "beam_size": 2, "nbest": 2})
+    batches = json.loads(urllib.request.urlopen(url + "health").read())["batches"] - batches_before
     assert status == 200 and status2 == 200 and all(code == 200 for code, _ in alone)
     assert batches < 2 + len(lines)  # the lone requests shared decoding batches
 
@@ -233,6 +243,20 @@ def test_server_answers_equal_translate_py(attention_run):
     assert lines_of(together["translations"]) == expected_default.stdout.splitlines()
     assert lines_of([answer["translations"][0] for _, answer in alone]) == expected_default.stdout.splitlines()
     assert lines_of(beam2["translations"]) == expected_beam2.stdout.splitlines()
+
+
+def test_load_benchmark_reports_every_figure(beam_server):
+    process, url = beam_server
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import serve_load
+
+    inputs = [("t1 t2 t3", "t4 t5"), ("t6 t7 t8 t9",)]
+    results = [serve_load.run(url, process.pid, list(texts), 3, 1, 1.0) for texts in inputs]
+    for result in results:
+        assert result["requests"] > 0 and result["errors"] == 0, result["first_error"]
+        assert result["sentences_per_s"] > 0 and result["p50_ms"] <= result["p99_ms"]
+        assert result["rss_before_mb"] > 50 and result["rss_after_mb"] > 50
+    assert serve_load.row(results[0]).count("|") == 12
 
 
 def test_sigterm_lets_the_request_in_flight_finish(attention_run):
