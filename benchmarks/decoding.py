@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 os.environ["PROJECT_ROOT"] = str(ROOT)  # the repository, whatever the shell says (as the entry points)
 
-from seq2seq.checkpoint import checkpoint_tokenizers, load_trained, restore_module  # noqa: E402
+from seq2seq.build import load_trained, restore_module  # noqa: E402
+from seq2seq.checkpoint import checkpoint_tokenizers  # noqa: E402
 from seq2seq.data.batching import pad_sequences  # noqa: E402
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, encode_batch, tokenizer_from_str  # noqa: E402
 from seq2seq.decoding import BeamSearch, GreedySearch  # noqa: E402

@@ -648,7 +648,7 @@ def run_epoch(
     """
     from hydra.utils import instantiate
 
-    from seq2seq.checkpoint import build_module
+    from seq2seq.build import build_module
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "seq2seq"):
         logging.getLogger(name).setLevel(logging.WARNING)

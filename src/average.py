@@ -6,7 +6,6 @@ weights are the element-wise mean of the inputs', which must share the model and
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,9 @@ from omegaconf import DictConfig, ListConfig
 
 from seq2seq.checkpoint import check_same_vocabularies, load_checkpoint
 from seq2seq.errors import CheckpointError, ConfigError
-from seq2seq.utils.cli import atomic_open, user_errors
+from seq2seq.utils.cli import atomic_open, entry_point, user_errors
 
-os.environ["PROJECT_ROOT"] = str(Path(__file__).resolve().parents[1])
+entry_point(__file__)
 
 
 def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:

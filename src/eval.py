@@ -10,39 +10,21 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from seq2seq.checkpoint import checkpoint_paths, checkpoint_tokenizers, load_ensemble, restore_ensemble
-from seq2seq.data.datamodule import Seq2SeqDataModule
-from seq2seq.errors import ConfigError, DataError
+from seq2seq.build import checkpoint_paths, load_ensemble, restore_ensemble
+from seq2seq.checkpoint import checkpoint_tokenizers
+from seq2seq.inference.evaluation import eval_data, eval_datamodule
 from seq2seq.lit_module import Prediction
-from seq2seq.utils.cli import plain, user_errors, write_metrics, write_text_atomic
-from seq2seq.utils.quiet import quiet_lightning
+from seq2seq.utils.cli import entry_point, plain, user_errors, write_metrics, write_text_atomic
 
-# The repository, whatever PROJECT_ROOT the shell may hold for another project: conf/paths reads it, and
-# paths.root_dir=DIR moves data, cache and logs on purpose.
-os.environ["PROJECT_ROOT"] = str(Path(__file__).resolve().parents[1])
-log = logging.getLogger("seq2seq")
-quiet_lightning()
-SPLITS = ("val", "test")
-
-
-def eval_datamodule(data: Any, tokenizers: dict[str, str], split: str) -> Seq2SeqDataModule:
-    """The datamodule of ``data`` (a data config) with the checkpoint's tokenizers, encoding ``split`` only.
-
-    Val/test are never filtered: every pair of ``split`` is scored, its sources truncated to ``max_length`` as
-    in training.
-    """
-    return instantiate(data, tokenizers=tokenizers, splits=[split])
+log = entry_point(__file__)
 
 
 def write_predictions(output_dir: Path, predictions: Sequence[Prediction]) -> None:
@@ -67,22 +49,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     members = load_ensemble(paths, cfg.get("decoding"))
     checkpoint, trained = members[0]  # the ensemble's data, decoding and tokenizers
 
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    split = data.pop("split", "test")
-    if split not in SPLITS:
-        raise ConfigError(f"unknown data.split {split!r}: use data.split=val or data.split=test")
-    if "_target_" in data:
-        pair, trained_pair = (
-            (data["source_lang"], data["target_lang"]),
-            (trained.data.source_lang, trained.data.target_lang),
-        )
-        if pair != trained_pair:
-            raise DataError(
-                f"eval data is {pair[0]}→{pair[1]} but the checkpoint translates {trained_pair[0]}→{trained_pair[1]}: "
-                f"pass data.source_lang={trained_pair[0]} data.target_lang={trained_pair[1]}"
-            )
-        trained.data = data
-
+    trained.data, split = eval_data(cfg.data, trained)
     datamodule = eval_datamodule(trained.data, checkpoint_tokenizers(checkpoint), split)
     datamodule.prepare_data()
     module = restore_ensemble(members)

@@ -8,9 +8,6 @@ checkpoint's own, as in translate.py. See docs/serving.md.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import hydra
 import lightning as L
 from omegaconf import DictConfig
@@ -18,10 +15,9 @@ from omegaconf import DictConfig
 from seq2seq.errors import ConfigError
 from seq2seq.inference import load_translator
 from seq2seq.serving import BatchingSettings, Limits, bind, create_app, serve
-from seq2seq.utils.cli import user_errors
+from seq2seq.utils.cli import entry_point, user_errors
 
-# The repository, whatever PROJECT_ROOT the shell may hold for another project (conf/paths reads it).
-os.environ["PROJECT_ROOT"] = str(Path(__file__).resolve().parents[1])
+entry_point(__file__)
 
 
 def limits_from(cfg: DictConfig, max_source_length: int) -> Limits:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import warnings
@@ -15,26 +14,22 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from seq2seq.build import build_module
 from seq2seq.callbacks import keep_sweeping
 from seq2seq.callbacks.launchers import check_sweep_strategy
-from seq2seq.checkpoint import build_module, checkpoint_tokenizers, load_checkpoint
+from seq2seq.checkpoint import checkpoint_tokenizers, load_checkpoint
 from seq2seq.config_checks import check_hyperparameters
 from seq2seq.errors import CheckpointError
 from seq2seq.modules.embeddings import check_embedding_settings
-from seq2seq.utils.cli import instantiate_group, plain, user_errors, write_metrics
-from seq2seq.utils.quiet import quiet_lightning
+from seq2seq.utils.cli import entry_point, instantiate_group, plain, user_errors, write_metrics
 
-# The repository, whatever PROJECT_ROOT the shell may hold for another project: conf/paths reads it, and
-# paths.root_dir=DIR moves data, cache and logs on purpose.
-os.environ["PROJECT_ROOT"] = str(Path(__file__).resolve().parents[1])
+log = entry_point(__file__)
 # conf/hydra/launcher/submitit_slurm.yaml is complete, so Hydra's (deprecated) check against the plugin's schema is moot
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_slurm' is validated against ConfigStore schema")
 # processes started for jobs (submitit, joblib) import seq2seq from here too, installed or not
 os.environ["PYTHONPATH"] = os.pathsep.join(
     filter(None, [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")])
 )
-log = logging.getLogger("seq2seq")
-quiet_lightning()
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

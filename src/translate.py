@@ -9,7 +9,6 @@ UTF-8; a line that is not gets its undecodable bytes replaced (and a warning), s
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -17,96 +16,52 @@ from typing import BinaryIO
 
 import hydra
 import lightning as L
-import torch
 from omegaconf import DictConfig
 
-from seq2seq.checkpoint import checkpoint_paths, checkpoint_tokenizers, load_ensemble, restore_ensemble
-from seq2seq.data.batching import pad_source
-from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, decode, encode_batch, tokenizer_from_str
-from seq2seq.decoding import BeamSearch
 from seq2seq.errors import ConfigError
-from seq2seq.plotting import attention_figure, save_figure
-from seq2seq.utils.cli import user_errors
+from seq2seq.inference import Translation, Translator, load_translator
+from seq2seq.plotting import plot_attention, save_figure
+from seq2seq.utils.cli import entry_point, user_errors
 
-# The repository, whatever PROJECT_ROOT the shell may hold for another project: conf/paths reads it, and
-# paths.root_dir=DIR moves data, cache and logs on purpose.
-os.environ["PROJECT_ROOT"] = str(Path(__file__).resolve().parents[1])
+entry_point(__file__)
 
 
-class Translator:
-    """A checkpoint's (or an ensemble's) model, tokenizers and decoding, turning lines of text into hypotheses."""
+class LineTranslator:
+    """A `Translator` fed numbered input lines: warns about truncated lines by number and plots attention."""
 
-    def __init__(self, cfg: DictConfig) -> None:
-        paths = checkpoint_paths(cfg.ckpt_path)
-        members = load_ensemble(paths, cfg.get("decoding"))
-        checkpoint, trained = members[0]  # the ensemble's tokenizers, data settings and decoding
-        self.module = restore_ensemble(members)
-        device = cfg.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        self.module.to(self.device).eval()
-        self.source_tokenizer = tokenizer_from_str(checkpoint_tokenizers(checkpoint)["source"])
-        self.max_source_length = int(trained.data.get("max_length") or 0)
-        self.search = self.module.decoding
-        self.nbest = getattr(self.search, "nbest", 1)
-        self.plot_dir = Path(cfg.plot_attention) if cfg.get("plot_attention") else None
-        if self.plot_dir and not self.module.model.has_attention:
-            models = self.module.model.members if len(paths) > 1 else [self.module.model]
-            without = next(path for path, model in zip(paths, models) if not model.has_attention)
-            raise ConfigError(
-                f"plot_attention: {without} was trained with attention=none, so there is no attention to plot"
-            )
+    def __init__(self, translator: Translator, plot_dir: Path | None = None) -> None:
+        self.translator = translator
+        self.plot_dir = plot_dir
         self.lines_read = 0
 
-    def encode(self, lines: list[str], numbers: list[int]) -> list[list[int]]:
-        """Source ids of each line, truncated to the model's max source length (``<eos>`` is added by padding).
-
-        Args:
-            lines: the source lines.
-            numbers: their line numbers in the input, for warnings.
-        """
-        encoded = []
-        for number, ids in zip(numbers, encode_batch(self.source_tokenizer, lines)):
-            if self.max_source_length and len(ids) > self.max_source_length:
+    def translate(self, lines: list[str]) -> list[Translation]:
+        """Translate the next ``lines`` of the input as one batch."""
+        first_line, self.lines_read = self.lines_read + 1, self.lines_read + len(lines)
+        results = self.translator.translate(lines, attention=self.plot_dir is not None)
+        for number, result in enumerate(results, start=first_line):
+            if result.truncated and result.source.strip():
                 print(
-                    f"warning: input line {number} has {len(ids)} tokens; truncated to {self.max_source_length}",
+                    f"warning: input line {number} has {result.source_length} tokens; truncated to "
+                    f"{self.translator.max_source_length}",
                     file=sys.stderr,
                 )
-                ids = ids[: self.max_source_length]
-            encoded.append(ids)
-        return encoded
-
-    @torch.no_grad()
-    def translate(self, lines: list[str]) -> list[list[tuple[float, str]]]:
-        """The n-best (score, hypothesis) list of each line; an empty line gets empty hypotheses."""
-        results: list[list[tuple[float, str]]] = [[(0.0, "")] * self.nbest for _ in lines]
-        todo = [i for i, line in enumerate(lines) if line.strip()]
-        first_line, self.lines_read = self.lines_read + 1, self.lines_read + len(lines)
-        if not todo:
-            return results
-        src, lengths = pad_source(self.encode([lines[i] for i in todo], [first_line + i for i in todo]))  # (B, S), (B,)
-        src, lengths = src.to(self.device), lengths.to(self.device)
-        if isinstance(self.search, BeamSearch):
-            found = self.search.search(self.module.model, src, lengths, SOS_ID, EOS_ID, PAD_ID)  # (B, N, L)
-        else:
-            found = self.search(self.module.model, src, lengths, SOS_ID, EOS_ID, PAD_ID)
-            found.tokens, found.scores = found.tokens[:, None], found.scores[:, None]
-            found.attention = None if found.attention is None else found.attention[:, None]  # (B, 1, L, S)
-        tokenizer = self.module.target_tokenizer
-        if self.plot_dir:
-            for row, i in enumerate(todo):
-                figure = attention_figure(
-                    found.attention[row, 0], src[row].tolist(), found.tokens[row, 0].tolist(),
-                    self.source_tokenizer, tokenizer, EOS_ID,
-                )  # fmt: skip
-                save_figure(figure, self.plot_dir / f"line{first_line + i:05d}.png")
-        for row, i in enumerate(todo):
-            results[i] = [
-                (float(score), decode(tokenizer, tokens))
-                for score, tokens in zip(found.scores[row].tolist(), found.tokens[row])
-            ]
+            best = result.hypotheses[0]
+            if self.plot_dir and best.attention is not None:
+                figure = plot_attention(best.attention, result.source_tokens, best.tokens)
+                save_figure(figure, self.plot_dir / f"line{number:05d}.png")
         return results
+
+
+def line_translator(cfg: DictConfig) -> LineTranslator:
+    """The translator of ``cfg.ckpt_path`` (one checkpoint or an ensemble), with ``cfg.decoding`` if given."""
+    translator = load_translator(cfg.ckpt_path, cfg.get("decoding"), device=cfg.device)
+    plot_dir = Path(cfg.plot_attention) if cfg.get("plot_attention") else None
+    if plot_dir and not translator.has_attention:
+        raise ConfigError(
+            f"plot_attention: {translator.info()['checkpoints'][-1]} was trained with attention=none, so there is "
+            "no attention to plot"
+        )
+    return LineTranslator(translator, plot_dir)
 
 
 def decoded_lines(stream: BinaryIO) -> Iterator[str]:
@@ -141,10 +96,11 @@ def batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
-def write(results: list[list[tuple[float, str]]], nbest: int) -> None:
-    for hypotheses in results:
-        for score, text in hypotheses:
-            print(f"{score:.4f}\t{text}" if nbest > 1 else text)
+def write(results: list[Translation], nbest: int) -> None:
+    """Print each line's best hypothesis, or with ``nbest`` > 1 its n-best as ``score<TAB>text`` lines."""
+    for result in results:
+        for hypothesis in result.hypotheses:
+            print(f"{hypothesis.score:.4f}\t{hypothesis.text}" if nbest > 1 else hypothesis.text)
     sys.stdout.flush()
 
 
@@ -153,7 +109,7 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     with user_errors():
         L.seed_everything(cfg.seed, verbose=False)
-        translator = Translator(cfg)
+        translator = line_translator(cfg)
         lines = decoded_lines(sys.stdin.buffer)
         if sys.stdin.isatty():
             print("Type a sentence and press Enter (Ctrl-D quits).", file=sys.stderr)
@@ -162,10 +118,10 @@ def main(cfg: DictConfig) -> None:
                 line = next(lines, None)
                 if line is None:
                     break
-                write(translator.translate([line]), translator.nbest)
+                write(translator.translate([line]), translator.translator.nbest)
         else:
             for batch in batches(lines, cfg.batch_size):
-                write(translator.translate(batch), translator.nbest)
+                write(translator.translate(batch), translator.translator.nbest)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,12 @@ from conftest import ROOT, run_cli, translate
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from seq2seq.build import load_trained
 from seq2seq.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_KEY,
     RESTORED_GROUPS,
     load_checkpoint,
-    load_trained,
     verify_config,
 )
 from seq2seq.errors import CheckpointError
@@ -71,6 +71,45 @@ def test_checkpoint_that_loads_a_hub_model_is_refused_before_any_code_runs(rever
     error = one_error_line(result)
     assert "model._target_" in error and "torch.hub.load" in error
     assert result.stdout == "" and not marker.exists()
+
+
+def test_checkpoint_that_builds_a_project_class_with_side_effects_is_refused(reverse_run, tmp_path):
+    # A seq2seq class is not enough: model.pretrained_embeddings is no place for a _target_ at all, and a W&B
+    # logger there used to create its save_dir and start a run before failing with Hydra's multi-line error.
+    save_dir = tmp_path / "planted"
+    logger = {"_target_": "seq2seq.callbacks.wandb.WandbLogger", "save_dir": str(save_dir), "offline": True}
+    stored = torch.load(reverse_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    model = {**stored["seq2seq"]["config"]["model"], "pretrained_embeddings": logger}
+    ckpt = craft(reverse_run / "checkpoints" / "best.ckpt", tmp_path / "logger.ckpt", model=model)
+    result = run_cli("eval", f"ckpt_path={ckpt}", log_dir=tmp_path / "logs", check=False)
+    error = one_error_line(result)
+    assert "model.pretrained_embeddings._target_" in error and "WandbLogger" in error
+    assert not save_dir.exists() and not list(tmp_path.rglob("wandb"))
+
+
+@pytest.mark.parametrize(
+    "group, target",
+    [
+        ("model", "seq2seq.decoding.BeamSearch"),  # a project class, but not a model
+        ("decoding", "seq2seq.modules.Seq2Seq"),
+        ("teacher_forcing", "seq2seq.decoding.GreedySearch"),
+        ("optimizer", "torch.optim.lr_scheduler.StepLR"),
+        ("scheduler", "torch.optim.Adam"),
+        ("data", "seq2seq.callbacks.wandb.WandbLogger"),
+    ],
+)
+def test_each_group_builds_only_its_own_kind(group, target):
+    with pytest.raises(CheckpointError) as caught:
+        verify_config(stored_config(**{group: {"_target_": target}}), "evil.ckpt")
+    message = str(caught.value)
+    assert f"{group}._target_ = {target!r} is not allowed" in message and "\n" not in message
+
+
+def test_a_target_under_a_plain_key_is_refused_even_when_its_class_is_allowed():
+    schedule = {"_target_": "seq2seq.teacher_forcing.ConstantSchedule", "ratio": 1.0}
+    model = {**stored_config()["model"], "extra": schedule}
+    with pytest.raises(CheckpointError, match=r"model\.extra\._target_ = .*ConstantSchedule.* not allowed"):
+        verify_config(stored_config(model=model), "evil.ckpt")
 
 
 def stored_config(**groups) -> dict:

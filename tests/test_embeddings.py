@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.nn import functional as F
 
-from seq2seq.checkpoint import build_module, restore_module
+from seq2seq.build import build_module, restore_module
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, tokenizer_to_str, train_tokenizer, vector_keys
 from seq2seq.decoding import BeamSearch, GreedySearch
 from seq2seq.errors import ConfigError, DataError

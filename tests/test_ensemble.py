@@ -11,7 +11,7 @@ import torch
 from conftest import read_metrics, run_cli, run_dirs, translate
 from test_decoding import HostSyncs
 
-from seq2seq.checkpoint import load_ensemble, restore_ensemble, restore_module
+from seq2seq.build import load_ensemble, restore_ensemble, restore_module
 from seq2seq.decoding import BeamSearch, Ensemble, GreedySearch, SampleSearch
 from seq2seq.errors import CheckpointError
 from seq2seq.modules import Seq2Seq

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.nn import functional as F
 
-from seq2seq.checkpoint import build_module
+from seq2seq.build import build_module
 from seq2seq.decoding import BeamSearch, GreedySearch
 from seq2seq.modules import Seq2Seq
 from seq2seq.utils.cli import plain

@@ -9,9 +9,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch import Callback
 
+from seq2seq.build import build_module
 from seq2seq.callbacks import ema
 from seq2seq.callbacks.weight_averaging import warmed_up_decay
-from seq2seq.checkpoint import build_module
 from seq2seq.errors import ConfigError
 from seq2seq.utils.cli import instantiate_group, plain
 

@@ -1,10 +1,9 @@
-"""Checkpoints of this project: what they store beside the weights, reading one, checking it, rebuilding its module.
+"""Checkpoints of this project: what they store beside the weights, reading one, and checking it.
 
 A checkpoint is data, never code. `load_checkpoint` reads it with ``torch.load(weights_only=True)`` and checks its
-format; `verify_config` refuses, before anything is instantiated, any ``_target_`` of its stored config that is not
-a class of this package (``seq2seq.…``) or a torch optimizer or LR scheduler (``torch.optim.…``); `restore_module`
-rebuilds the module from the verified config. `load_ensemble` and `restore_ensemble` do the same for several
-checkpoints (each verified alike) that share their vocabularies, decoded as one `seq2seq.decoding.Ensemble`.
+format; `verify_config` refuses, before anything is instantiated, any ``_target_`` of its stored config that its
+config group may not build (`ALLOWED_TARGETS`: model classes for ``model``, searches for ``decoding``, torch
+optimizers for ``optimizer``, …). `seq2seq.build` rebuilds the module from the verified config.
 """
 
 from __future__ import annotations
@@ -13,26 +12,35 @@ import importlib
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.data.tokenizers import PAD_ID, tokenizer_from_str
-from seq2seq.decoding.ensemble import Ensemble
-from seq2seq.errors import CheckpointError, ConfigError
-from seq2seq.modules.embeddings import load_pretrained_embeddings
-from seq2seq.schedulers import lr_schedule
-
-if TYPE_CHECKING:
-    from seq2seq.lit_module import Seq2SeqModule
+from seq2seq.data.base import PairSource
+from seq2seq.data.datamodule import Seq2SeqDataModule
+from seq2seq.decoding import BeamSearch, GreedySearch
+from seq2seq.errors import CheckpointError
+from seq2seq.modules import Seq2Seq
+from seq2seq.teacher_forcing import Schedule
 
 CHECKPOINT_KEY = "seq2seq"  # this project's entry in a Lightning checkpoint
 CHECKPOINT_FORMAT = 1  # raise when the entry changes in a way older code cannot read
 OLDEST_FORMAT = 1  # the oldest format this code still reads
 # The packages whose classes a checkpoint may name as _target_: this one, torch optimizers and LR schedulers.
 ALLOWED_PACKAGES = ("seq2seq", "torch.optim")
+# Where a stored config may hold a _target_, and what it may build there: (group, key under the group) → allowed
+# base classes. Any other _target_ (a nested one under model, an _args_ item…) is refused, so a key that is not one
+# of these never instantiates anything.
+ALLOWED_TARGETS: dict[tuple[str, str], tuple[type, ...]] = {
+    ("model", ""): (Seq2Seq,),
+    ("teacher_forcing", ""): (Schedule,),
+    ("decoding", ""): (GreedySearch, BeamSearch),
+    ("optimizer", ""): (torch.optim.Optimizer,),
+    ("scheduler", ""): (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau),
+    ("data", ""): (Seq2SeqDataModule,),
+    ("data", "source"): (PairSource,),
+}
 # The stored config groups a module is rebuilt from; the rest (trainer, callbacks, logger, paths) is never
 # instantiated from a checkpoint, so it is left out of the restored config.
 RESTORED_GROUPS = ("model", "teacher_forcing", "decoding", "optimizer", "scheduler", "data")
@@ -135,7 +143,8 @@ def _check_format(path: Path, version: Any) -> None:
 def verify_config(config: dict[str, Any], origin: str | Path) -> DictConfig:
     """The groups of a checkpoint's stored ``config`` a module is rebuilt from, checked before anything runs.
 
-    Every ``_target_`` in them, nested ones (``_args_`` and lists included), must be a class defined in
+    Every ``_target_`` in them must sit where `ALLOWED_TARGETS` expects one and name a class that its group may
+    build (``model`` a model class, ``decoding`` a search, ``optimizer`` a torch optimizer, …), defined in
     `ALLOWED_PACKAGES`; no string may hold an interpolation (a stored config is resolved, and resolvers such as
     ``oc.decode`` could turn a string into a new ``_target_`` after this check).
 
@@ -150,18 +159,54 @@ def verify_config(config: dict[str, Any], origin: str | Path) -> DictConfig:
         if not isinstance(config.get(group), dict) and not (group in OPTIONAL_GROUPS and config.get(group) is None):
             raise CheckpointError(f"{origin} has no {group} config: pass a .ckpt written by src/train.py")
     restored = {group: config.get(group) for group in RESTORED_GROUPS}
-    for key, value in _nodes(restored):
+    for group, settings in restored.items():
+        check_targets(group, settings, origin)
+    return OmegaConf.create(restored)
+
+
+def verify_decoding(decoding: Any, origin: str = "decoding") -> None:
+    """Check a decoding config (the user's, or one stored beside exported graphs) as `verify_config` checks a
+    checkpoint's: its ``_target_`` must be a search.
+
+    Raises:
+        CheckpointError: naming the refused key and its value.
+    """
+    if isinstance(decoding, DictConfig):
+        decoding = OmegaConf.to_container(decoding, resolve=True)
+    check_targets("decoding", decoding, origin)
+
+
+def check_targets(group: str, settings: Any, origin: str | Path) -> None:
+    """Refuse any interpolation, and any ``_target_`` under ``group`` that `ALLOWED_TARGETS` does not allow there.
+
+    Raises:
+        CheckpointError: one line naming the key, its value and what the group may build.
+    """
+    for key, value in _nodes(settings, group):
         if isinstance(value, str) and "${" in value:
             raise CheckpointError(
                 f"{origin}: {key} = {value!r} is an interpolation, which a checkpoint (its config stored resolved) "
                 "never holds: refusing to load it"
             )
-        if key.endswith("._target_") and not _allowed_class(value):
+        if not key.endswith("._target_"):
+            continue
+        place = (group, key[len(group) + 1 : -len("._target_")])
+        if place not in ALLOWED_TARGETS or not _allowed_class(value, ALLOWED_TARGETS[place]):
             raise CheckpointError(
-                f"{origin}: {key} = {value!r} is not allowed: a checkpoint may only build classes of this project "
-                "(seq2seq.…) and torch optimizers and LR schedulers (torch.optim.…); refusing to load it"
+                f"{origin}: {key} = {value!r} is not allowed: a checkpoint may only build this project's (seq2seq.…) "
+                f"and torch's classes, each group its own kind; {group} may build {allowed_in(group)}; refusing to "
+                "load it"
             )
-    return OmegaConf.create(restored)
+
+
+def allowed_in(group: str) -> str:
+    """What `ALLOWED_TARGETS` lets ``group`` build, in words: ``model._target_: a subclass of …``."""
+    return " and ".join(
+        f"{'.'.join(filter(None, (name, key, '_target_')))}: a subclass of "
+        + " or ".join(f"{base.__module__}.{base.__qualname__}" for base in bases)
+        for (name, key), bases in ALLOWED_TARGETS.items()
+        if name == group
+    )
 
 
 def _nodes(node: Any, key: str = "") -> list[tuple[str, Any]]:
@@ -179,8 +224,8 @@ def _in_allowed_package(name: str) -> bool:
     return any(name == package or name.startswith(f"{package}.") for package in ALLOWED_PACKAGES)
 
 
-def _allowed_class(target: Any) -> bool:
-    """Whether ``target`` names a class defined in `ALLOWED_PACKAGES`.
+def _allowed_class(target: Any, bases: tuple[type, ...]) -> bool:
+    """Whether ``target`` names a subclass of one of ``bases``, defined in `ALLOWED_PACKAGES`.
 
     The name is checked before anything is imported, so only modules of the allowed packages are; the object it
     leads to is checked too, since a path such as ``seq2seq.checkpoint.torch.hub.load`` reaches a function
@@ -198,109 +243,12 @@ def _allowed_class(target: Any) -> bool:
             found = getattr(found, part) if hasattr(found, part) else importlib.import_module(".".join(parts[:depth]))
     except Exception:
         return False
-    return isinstance(found, type) and _in_allowed_package(found.__module__)
-
-
-def build_module(
-    cfg: DictConfig, tokenizers: dict[str, str], config: dict[str, Any], pretrained: bool = True
-) -> Seq2SeqModule:
-    """Instantiate the model for these tokenizers' vocabularies and wrap it in the LightningModule.
-
-    Args:
-        cfg: a run config (the user's own, or a checkpoint's from `verify_config`).
-        tokenizers: ``{"source": json, "target": json}``.
-        config: the resolved run config as plain containers, saved into every checkpoint.
-        pretrained: fill the embeddings from ``model.pretrained_embeddings`` (not when a checkpoint's weights
-            follow: restoring, or resuming with ``ckpt_path``).
-    """
-    from seq2seq.lit_module import Seq2SeqModule  # lit_module imports this module to save its payload
-
-    model = instantiate(
-        cfg.model,
-        src_vocab_size=tokenizer_from_str(tokenizers["source"]).get_vocab_size(),
-        tgt_vocab_size=tokenizer_from_str(tokenizers["target"]).get_vocab_size(),
-        joint_vocab=tokenizers["source"] == tokenizers["target"],
-        pad_id=PAD_ID,
-    )
-    if pretrained and not cfg.get("ckpt_path"):
-        load_pretrained_embeddings(model, cfg.model.get("pretrained_embeddings"), tokenizers)
-    return Seq2SeqModule(
-        model=model,
-        teacher_forcing=instantiate(cfg.teacher_forcing),
-        decoding=instantiate(cfg.decoding),
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=lr_schedule(cfg.get("scheduler")),
-        tokenizers=tokenizers,
-        config=config,
-    )
-
-
-def load_trained(ckpt_path: str | Path, decoding: DictConfig | None = None) -> tuple[dict[str, Any], DictConfig]:
-    """Read and verify a checkpoint; return it and the config to rebuild its module from.
-
-    Args:
-        ckpt_path: the checkpoint.
-        decoding: the user's decoding config, in place of the checkpoint's (checked before the file is read).
-    """
-    if decoding:
-        instantiate(decoding)  # bad decoding parameters fail here, before any model is loaded
-    checkpoint = load_checkpoint(ckpt_path)
-    trained = verify_config(checkpoint[CHECKPOINT_KEY]["config"], ckpt_path)
-    if decoding:
-        trained.decoding = decoding
-    return checkpoint, trained
-
-
-def restore_module(checkpoint: dict[str, Any], trained: DictConfig) -> Seq2SeqModule:
-    """Rebuild the LightningModule of ``checkpoint`` from ``trained`` (see `load_trained`) and load its weights."""
-    saved = checkpoint[CHECKPOINT_KEY]
-    module = build_module(trained, saved["tokenizers"], config=saved["config"], pretrained=False)
-    module.load_state_dict(checkpoint["state_dict"])
-    return module
+    return isinstance(found, type) and _in_allowed_package(found.__module__) and issubclass(found, bases)
 
 
 def checkpoint_tokenizers(checkpoint: dict[str, Any]) -> dict[str, str]:
     """The ``{"source": json, "target": json}`` tokenizers a checkpoint was trained with."""
     return checkpoint[CHECKPOINT_KEY]["tokenizers"]
-
-
-def checkpoint_paths(ckpt_path: Any) -> list[str]:
-    """The checkpoints ``ckpt_path`` names: one path (``ckpt_path=a.ckpt``) or a list (``ckpt_path=[a.ckpt,b.ckpt]``).
-
-    Raises:
-        ConfigError: the list is empty, or an entry is not a path.
-    """
-    paths = list(ckpt_path) if isinstance(ckpt_path, ListConfig | list | tuple) else [ckpt_path]
-    if not paths or not all(isinstance(path, str | Path) and str(path) for path in paths):
-        raise ConfigError(
-            f"ckpt_path={ckpt_path}: pass one checkpoint, ckpt_path=a.ckpt, or an ensemble, ckpt_path=[a.ckpt,b.ckpt]"
-        )
-    return [str(path) for path in paths]
-
-
-def load_ensemble(
-    ckpt_paths: Sequence[str | Path], decoding: DictConfig | None = None
-) -> list[tuple[dict[str, Any], DictConfig]]:
-    """Read and verify several checkpoints (see `load_trained`, each through the allow-list) for one ensemble.
-
-    Args:
-        ckpt_paths: the checkpoints, at least one.
-        decoding: the user's decoding config, in place of each checkpoint's (checked before any file is read).
-
-    Returns:
-        ``(checkpoint, trained config)`` of each, in order.
-
-    Raises:
-        CheckpointError: one is missing, foreign or refused, or its source or target tokenizer differs from the
-            first checkpoint's (an ensemble averages distributions over one vocabulary, fed one source encoding).
-    """
-    members = [load_trained(path, decoding) for path in ckpt_paths]  # bad decoding parameters fail on the first
-    check_same_vocabularies(
-        ckpt_paths,
-        [checkpoint for checkpoint, _ in members],
-        "an ensemble needs checkpoints with the same vocabularies (runs on the same data and tokenizer settings)",
-    )
-    return members
 
 
 def check_same_vocabularies(paths: Sequence[str | Path], checkpoints: Sequence[dict[str, Any]], fix: str) -> None:
@@ -312,15 +260,3 @@ def check_same_vocabularies(paths: Sequence[str | Path], checkpoints: Sequence[d
         for side in ("source", "target"):
             if tokenizers[side] != first[side]:
                 raise CheckpointError(f"{path} and {paths[0]} have different {side} tokenizers: {fix}")
-
-
-def restore_ensemble(members: Sequence[tuple[dict[str, Any], DictConfig]]) -> Seq2SeqModule:
-    """The LightningModule of the first checkpoint, its model replaced by the `Ensemble` of all (`load_ensemble`'s
-    output); a single checkpoint is restored as it is, with its own model.
-
-    The first checkpoint's config (data, decoding, tokenizers) is the module's: the others share its vocabularies.
-    """
-    modules = [restore_module(checkpoint, trained) for checkpoint, trained in members]
-    if len(modules) > 1:
-        modules[0].model = Ensemble([module.model for module in modules])
-    return modules[0]

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import torch
 from lightning.pytorch import LightningModule
 
+from seq2seq import compat
 from seq2seq.checkpoint import save_payload
 from seq2seq.data.batching import Batch
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, decode, tokenizer_from_str
@@ -96,7 +97,7 @@ class Seq2SeqModule(LightningModule):
         the window's gradient becomes that of the mean loss over all its tokens (on this rank). Tokens are counted
         on the CPU (`Batch.num_tokens`) and the rescale multiplies by a Python float, so nothing waits for the device.
         """
-        trainer = self._trainer  # None when the step is called outside a fit
+        trainer = compat.attached_trainer(self)  # None when the step is called outside a fit
         accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
         if accumulate == 1:
             self._loss_weight = 1.0
@@ -107,12 +108,12 @@ class Seq2SeqModule(LightningModule):
         if self._window_tokens == 0:  # also the first batch after resuming mid-window (no gradient was saved)
             self._token_unit = tokens
         self._window_tokens += tokens
-        if trainer.fit_loop._should_accumulate():  # Lightning's own test for "no optimizer step after this"
+        if compat.will_accumulate(trainer):  # Lightning's own test for "no optimizer step after this"
             self._loss_weight = accumulate * tokens / self._token_unit
             return
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         if grads:  # Σ_k<last (n_k / n_1) ∇mean_k  →  Σ_k<last n_k ∇mean_k / N
-            torch._foreach_mul_(grads, self._token_unit / self._window_tokens)
+            compat.foreach_mul_(grads, self._token_unit / self._window_tokens)
         self._loss_weight = accumulate * tokens / self._window_tokens  # Lightning divides by K
         self._window_tokens = 0
 

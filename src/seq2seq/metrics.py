@@ -17,6 +17,8 @@ from sacrebleu.metrics.base import Metric as SacreMetric
 from torch import nn
 from torchmetrics import MeanMetric, Metric, SumMetric
 
+from seq2seq import compat
+
 
 class CorpusScore(Metric):
     """A sacreBLEU corpus score (0–100) accumulated as summed sufficient statistics, synced across processes.
@@ -31,19 +33,19 @@ class CorpusScore(Metric):
         super().__init__()
         self.scorer = scorer
         # One probe pair gives the statistics' length; it also fixes the number of references (one) in the signature.
-        num_stats = len(scorer._extract_corpus_statistics(["x"], [["x"]])[0])
+        num_stats = len(compat.segment_statistics(scorer, ["x"], ["x"])[0])
         self.add_state("stats", torch.zeros(num_stats, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, hypotheses: Sequence[str], references: Sequence[str]) -> None:
         """Add hypotheses and their (single) references."""
         if not hypotheses:
             return
-        per_sentence = self.scorer._extract_corpus_statistics(list(hypotheses), [list(references)])
+        per_sentence = compat.segment_statistics(self.scorer, hypotheses, references)
         self.stats += torch.tensor(per_sentence, dtype=torch.long).sum(0).to(self.stats.device)
 
     def compute(self) -> float:
         """The corpus score of everything added (over all processes)."""
-        return float(self.scorer._compute_score_from_stats(self.stats.tolist()).score)
+        return float(compat.score_from_statistics(self.scorer, self.stats.tolist()).score)
 
     def signature(self) -> str:
         """sacreBLEU's signature of this score, e.g. ``nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0``."""

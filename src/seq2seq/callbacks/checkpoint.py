@@ -9,6 +9,7 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from seq2seq import compat
 from seq2seq.callbacks.summary import LOWER_IS_BETTER
 from seq2seq.errors import ConfigError
 
@@ -66,27 +67,27 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         every = self.last_every_n_train_steps
-        if not every or trainer.global_step % every or self._should_skip_saving_checkpoint(trainer):
+        if not every or trainer.global_step % every or compat.checkpoint_should_skip(self, trainer):
             return
-        saved_step = self._last_global_step_saved
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        saved_step = compat.checkpoint_last_saved_step(self)
+        compat.checkpoint_save_last(self, trainer, compat.checkpoint_monitor_candidates(self, trainer))
         # only the step's last.ckpt: a validation at this same step must still rank the model for best.ckpt
-        self._last_global_step_saved = saved_step
+        compat.set_checkpoint_last_saved_step(self, saved_step)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
+        if compat.checkpoint_saves_on_train_epoch_end(self, trainer):
             self._save_last_if_behind(trainer)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
+        if not compat.checkpoint_saves_on_train_epoch_end(self, trainer):
             self._save_last_if_behind(trainer)
 
     def _save_last_if_behind(self, trainer: Trainer) -> None:
         """Write ``last.ckpt`` unless a checkpoint of this step was just written (with ``last.ckpt`` along)."""
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self.save_last and not compat.checkpoint_should_skip(self, trainer):
+            compat.checkpoint_save_last(self, trainer, compat.checkpoint_monitor_candidates(self, trainer))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("dirpath", self.dirpath) == self.dirpath:

@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from seq2seq import compat
 from seq2seq.callbacks.summary import job_failed
 
 log = logging.getLogger("seq2seq")
@@ -100,25 +101,26 @@ class WandbLogger(LightningWandbLogger):
             settings=wandb.Settings(init_timeout=init_timeout),
             **kwargs,
         )
-        self._wandb_init.pop("anonymous", None)  # deprecated in wandb, which warns even about None
+        compat.wandb_init_args(self).pop("anonymous", None)  # deprecated in wandb, which warns even about None
         if rank_zero_only.rank == 0:
             self._start()
 
     def _start(self) -> None:
         global _unreachable
         reason = None
-        if not os.environ.get("WANDB_MODE") and "mode" not in self._wandb_init:
+        init = compat.wandb_init_args(self)  # what wandb.init will get
+        if not os.environ.get("WANDB_MODE") and "mode" not in init:
             reason = _unreachable or (None if has_credentials() else "no W&B API key (WANDB_API_KEY or `wandb login`)")
             if reason:
-                self._wandb_init["mode"] = "offline"
+                init["mode"] = "offline"
         try:
             run = self.experiment
         except Exception as error:  # any failure to start online: keep training, offline
-            where = f"entity {self._wandb_init['entity']!r}" if self._wandb_init.get("entity") else "the server"
+            where = f"entity {init['entity']!r}" if init.get("entity") else "the server"
             detail = (str(error).strip().splitlines() or [""])[0]
             reason = _unreachable = f"W&B {where} cannot be reached ({type(error).__name__}: {detail})"
-            self._wandb_init["mode"] = "offline"
-            self._experiment = None
+            init["mode"] = "offline"
+            compat.wandb_forget_run(self)
             run = self.experiment
         if getattr(run, "offline", False):
             sync_dir = Path(run.dir).parent

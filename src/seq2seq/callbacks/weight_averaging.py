@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
 
+from seq2seq import compat
 from seq2seq.errors import ConfigError
 
 
@@ -28,11 +29,11 @@ def ema_update(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor]
     @torch.no_grad()
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
         if not averaged[0].is_floating_point():  # integer buffers (counters) follow the model
-            torch._foreach_copy_(averaged, current)
+            compat.foreach_copy_(averaged, current)
             return
         weight = warmed_up_decay(decay, updates)
-        torch._foreach_mul_(averaged, weight)
-        torch._foreach_add_(averaged, torch._foreach_mul(current, 1 - weight))
+        compat.foreach_mul_(averaged, weight)
+        compat.foreach_add_(averaged, compat.foreach_mul(current, 1 - weight))
 
     return update
 

@@ -20,6 +20,7 @@ class GreedySearch:
     """
 
     check_every: int | None = None  # steps between two looks at whether all have ended; None: `check_interval`
+    nbest = 1  # hypotheses per sentence that `search` returns
 
     def __init__(self, max_length: int = 100, max_length_ratio: float | None = None) -> None:
         if max_length < 1:
@@ -38,6 +39,13 @@ class GreedySearch:
         """Decode the batch ``src`` (B, S) of lengths ``src_lengths`` (B,)."""
         check_every = check_interval(src.device, self.check_every)
         return self.decode(model, src, src_lengths, sos_id, eos_id, pad_id, self.choose, check_every)
+
+    def search(
+        self, model: Seq2Seq, src: torch.Tensor, src_lengths: torch.Tensor, sos_id: int, eos_id: int, pad_id: int
+    ) -> Hypotheses:
+        """The n-best lists, as `BeamSearch.search` returns them (here one hypothesis per sentence): tokens
+        (B, 1, L), scores (B, 1) and attention (B, 1, L, S) or None."""
+        return self(model, src, src_lengths, sos_id, eos_id, pad_id).map(lambda values: values[:, None])
 
     def decode(
         self,

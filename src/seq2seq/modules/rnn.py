@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from seq2seq import compat
 from seq2seq.errors import ConfigError
 
 # Under autocast the cast weights are not one flat cuDNN buffer, so cuDNN packs them at each call, as autocast's
@@ -36,15 +37,10 @@ class AutocastDtype:
         if not torch.is_autocast_enabled(device):
             return super().forward(input, hx)
         dtype = torch.get_autocast_dtype(device)
-        flat_weights = self._flat_weights
-        with torch.autocast(device, enabled=False):
+        with torch.autocast(device, enabled=False), compat.rnn_weights_cast(self, dtype):
             input = input.to(dtype)
             hx = None if hx is None else map_state(hx, lambda h: h.to(dtype))
-            self._flat_weights = [None if w is None else w.to(dtype) for w in flat_weights]
-            try:
-                return super().forward(input, hx)
-            finally:
-                self._flat_weights = flat_weights
+            return super().forward(input, hx)
 
 
 class RNN(AutocastDtype, nn.RNN):

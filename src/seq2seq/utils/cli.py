@@ -18,8 +18,18 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from seq2seq.errors import ConfigError, Seq2SeqError
+from seq2seq.utils.quiet import quiet_lightning
 
 log = logging.getLogger("seq2seq")
+
+
+def entry_point(script: str) -> logging.Logger:
+    """What every ``src/*.py`` entry point does on import: point ``PROJECT_ROOT`` at the repository holding
+    ``script`` (conf/paths reads it, whatever the shell may hold for another project; ``paths.root_dir=DIR`` moves
+    data, cache and logs on purpose), keep Lightning's start-up noise off the terminal, and return the log."""
+    os.environ["PROJECT_ROOT"] = str(Path(script).resolve().parents[1])
+    quiet_lightning()
+    return log
 
 
 def user_error(exception: BaseException) -> Seq2SeqError | None:
