@@ -56,6 +56,7 @@ def test_translate_answers_nbest_tokens_and_attention(client):
     (translation,) = answer.json()["translations"]
     assert translation["source"] == "t1 t2 t3"
     assert translation["source_tokens"][-1] == "<eos>" and len(translation["source_tokens"]) == 4
+    assert translation["truncated"] is False
     hypotheses = translation["hypotheses"]
     assert len(hypotheses) == 3 and hypotheses[0]["text"] == "t3 t2 t1"
     scores = [hypothesis["score"] for hypothesis in hypotheses]
@@ -200,14 +201,19 @@ def test_a_full_queue_gets_503():
 
 def test_concurrent_requests_are_batched_by_settings():
     slow = SlowTranslator()
-    with TestClient(create_app(slow, Limits(), BatchingSettings(max_batch_size=8, max_wait_s=1))) as client:
+    app = create_app(slow, Limits(), BatchingSettings(max_batch_size=8, max_wait_s=0))
+    bodies = [{"text": f"w{i}"} for i in range(1, 6)] + [{"text": f"b{i}", "beam_size": 2} for i in range(3)]
+    with TestClient(app) as client, ThreadPoolExecutor(len(bodies) + 1) as pool:
+        first = pool.submit(client.post, "/translate", json={"text": "w0"})
+        assert slow.entered.wait(timeout=30)  # w0 is being decoded: the others queue up meanwhile
+        answers = [pool.submit(client.post, "/translate", json=body) for body in bodies]
+        while client.get("/health").json()["queued_texts"] < len(bodies):
+            time.sleep(0.01)
         slow.release.set()
-        bodies = [{"text": f"w{i}"} for i in range(6)] + [{"text": f"b{i}", "beam_size": 2} for i in range(3)]
-        with ThreadPoolExecutor(len(bodies)) as pool:
-            answers = list(pool.map(lambda body: client.post("/translate", json=body), bodies))
-        texts = [answer.json()["translations"][0]["hypotheses"][0]["text"] for answer in answers]
-        assert texts == [body["text"].upper() for body in bodies]  # each request gets its own answer
-    assert sorted(sorted(batch) for batch in slow.batches) == [["b0", "b1", "b2"], [f"w{i}" for i in range(6)]]
+        texts = [answer.result().json()["translations"][0]["hypotheses"][0]["text"] for answer in [first, *answers]]
+    assert texts == ["W0"] + [body["text"].upper() for body in bodies]  # each request gets its own answer
+    # one batch per decoding setting, the oldest request's first
+    assert [sorted(batch) for batch in slow.batches] == [["w0"], [f"w{i}" for i in range(1, 6)], ["b0", "b1", "b2"]]
 
 
 BEAM = ["decoding=beam", "decoding.beam_size=4", "decoding.nbest=3"]

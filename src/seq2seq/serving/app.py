@@ -62,6 +62,8 @@ def translation_json(translation: Any, attention: bool) -> dict[str, Any]:
     return {
         "source": translation.source,
         "source_tokens": translation.source_tokens,
+        # the source was longer than the model's max source length and cut to it (limits.max_tokens above it)
+        "truncated": translation.truncated,
         "hypotheses": [
             {
                 "text": hypothesis.text,
