@@ -20,6 +20,9 @@ Multi30k's word vocabularies). The textbook model gets the same padded batches a
 
     python benchmarks/training.py                     # CPU: small size, gru and lstm, attention none and bahdanau
     python benchmarks/training.py --device cuda       # GPU: both sizes, bf16 rows too
+
+This file is the benchmark (its batches, the interleaved timing, the four sections and the command); the rows'
+models and training step are in ``training_models.py``, the tables printed in ``training_report.py``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import contextlib
 import gzip
 import logging
 import os
-import platform
 import re
 import resource
 import shlex
@@ -38,84 +40,47 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ["PROJECT_ROOT"] = str(ROOT)  # the repository, whatever the shell says (as the entry points)
 
-from textbook import TextbookSeq2Seq  # noqa: E402
+from training_models import (  # noqa: E402
+    CLIP_NORM,
+    LR,
+    SIZES,
+    SRC_VOCAB,
+    TGT_VOCAB,
+    VARIANTS,
+    Size,
+    Trainee,
+    Variant,
+    build_ours,
+    build_textbook,
+)
+from training_report import (  # noqa: E402
+    format_batch_scaling,
+    format_epoch,
+    format_grid,
+    format_length_scaling,
+    hardware,
+    targets,
+)
 
 from seq2seq.data.batching import Batch, pad_sequences  # noqa: E402
 from seq2seq.data.samplers import BucketBatchSampler  # noqa: E402
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID  # noqa: E402
-from seq2seq.modules import Seq2Seq  # noqa: E402
 
 MULTI30K = ROOT / "data" / "multi30k"
-SRC_VOCAB, TGT_VOCAB = 8000, 6000  # about Multi30k's de/en word vocabularies (min_freq 2)
 FIRST_WORD_ID = 4  # the ids below are <pad> <unk> <sos> <eos>
-CLIP_NORM = 1.0  # conf/trainer's gradient_clip_val
-LR = 1e-3  # conf/train.yaml's Adam
-CPU = torch.device("cpu")
-
-
-@dataclass(frozen=True)
-class Size:
-    """A model size, the same for our model and the textbook one."""
-
-    embedding_dim: int
-    hidden_size: int
-    num_layers: int
-    bidirectional: bool
-
-
-SIZES = {
-    "small": Size(embedding_dim=256, hidden_size=512, num_layers=1, bidirectional=False),
-    "large": Size(embedding_dim=512, hidden_size=1024, num_layers=2, bidirectional=True),
-}
-
-
-@dataclass(frozen=True)
-class Variant:
-    """How our model is trained in one row; it is compared with the textbook model at ``tf_ratio``."""
-
-    label: str
-    tf_ratio: float
-    tf_mode: str = "exact"
-    bf16: bool = False
-    compile: bool = False
-
-
-VARIANTS = {
-    "tf1": Variant("tf 1.0", 1.0),
-    "exact": Variant("tf 0.5 exact", 0.5),
-    "parallel": Variant("tf 0.5 parallel", 0.5, tf_mode="parallel"),
-    "bf16": Variant("tf 1.0 bf16", 1.0, bf16=True),
-    "bf16-exact": Variant("tf 0.5 exact bf16", 0.5, bf16=True),
-    "bf16-parallel": Variant("tf 0.5 parallel bf16", 0.5, tf_mode="parallel", bf16=True),
-    "compile": Variant("tf 1.0 compiled", 1.0, compile=True),
-}
-
-
-def markdown_table(header: list[str], rows: list[list[str]], align: str) -> str:
-    """A markdown table; ``align`` has one letter per column, ``l`` or ``r``."""
-    widths = [max(len(text) for text in column) for column in zip(header, *rows)]
-
-    def line(cells: list[str]) -> str:
-        padded = (c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(cells, widths, align))
-        return "| " + " | ".join(padded) + " |"
-
-    rule = "|" + "|".join("-" * (w + 1) + ":" if a == "r" else "-" * (w + 2) for w, a in zip(widths, align)) + "|"
-    return "\n".join([line(header), rule, *(line(row) for row in rows)])
 
 
 # --- batches ---------------------------------------------------------------------------------------------------
@@ -180,109 +145,6 @@ def fixed_length_batches(
 def target_tokens(batches: list[Batch]) -> int:
     """The target tokens the loss is computed over (non-pad ``tgt_out``)."""
     return sum(int((batch.tgt_out != PAD_ID).sum()) for batch in batches)
-
-
-# --- one training step -----------------------------------------------------------------------------------------
-
-
-class Trainee:
-    """A model, its Adam optimizer, and how one training step calls the model.
-
-    Args:
-        model: our `Seq2Seq`, whose loss is ``model.loss(src, src_lengths, tgt_in, tgt_out, tf_ratio=…, **kwargs)``
-            as in training, or `TextbookSeq2Seq`, called as ``model(src, src_lengths, tgt_in, tf_ratio=…)`` →
-            logits (B, T, V) followed by ``F.cross_entropy``.
-        tf_ratio: the teacher-forcing ratio.
-        kwargs: further forward arguments (``tf_mode``).
-        bf16: forward and loss under CUDA bf16 autocast (weights, gradients and Adam stay fp32).
-    """
-
-    def __init__(self, model: nn.Module, tf_ratio: float, kwargs: dict | None = None, bf16: bool = False) -> None:
-        self.model = model.train()
-        self.tf_ratio = tf_ratio
-        self.kwargs = kwargs or {}
-        self.bf16 = bf16
-        self.parameters = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.parameters, lr=LR)
-
-    def step(self, batch: Batch) -> torch.Tensor:
-        """Forward, mean cross-entropy over the non-pad targets, backward, clip, Adam step; returns the loss."""
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-        with autocast:
-            inputs = (batch.src, batch.src_lengths, batch.tgt_in)
-            if isinstance(self.model, Seq2Seq):  # ours: the loss the LightningModule's training step computes
-                loss = self.model.loss(*inputs, batch.tgt_out, tf_ratio=self.tf_ratio, **self.kwargs)
-            else:
-                logits = self.model(*inputs, tf_ratio=self.tf_ratio, **self.kwargs)
-                loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.parameters, CLIP_NORM)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
-
-
-def build_ours(
-    cell: str,
-    attention: str,
-    size: Size,
-    variant: Variant,
-    src_vocab: int = SRC_VOCAB,
-    tgt_vocab: int = TGT_VOCAB,
-    dropout: float = 0.2,
-    seed: int = 0,
-    device: torch.device = CPU,
-) -> Trainee:
-    """Our `Seq2Seq` for this configuration (``attention``: ``none`` or a kind such as ``bahdanau``) and variant,
-    on ``device``; seeded, so every variant starts from the same weights."""
-    torch.manual_seed(seed)
-    extra: dict[str, Any] = {} if attention == "none" else {"attention": {"kind": attention}}
-    if variant.compile:
-        extra["compile"] = True  # model.compile=true: torch.compile of the training forward, dynamic shapes
-    model: nn.Module = Seq2Seq(
-        src_vocab,
-        tgt_vocab,
-        cell=cell,
-        embedding_dim=size.embedding_dim,
-        hidden_size=size.hidden_size,
-        num_layers=size.num_layers,
-        bidirectional=size.bidirectional,
-        dropout=dropout,
-        pad_id=PAD_ID,
-        **extra,
-    ).to(device)
-    kwargs = {"tf_mode": variant.tf_mode} if variant.tf_mode != "exact" else {}
-    return Trainee(model, variant.tf_ratio, kwargs, bf16=variant.bf16)
-
-
-def build_textbook(
-    cell: str,
-    attention: str,
-    size: Size,
-    tf_ratio: float,
-    src_vocab: int = SRC_VOCAB,
-    tgt_vocab: int = TGT_VOCAB,
-    dropout: float = 0.2,
-    seed: int = 0,
-    device: torch.device = CPU,
-) -> Trainee:
-    """The textbook model for this configuration (fp32) on ``device``, seeded."""
-    if attention not in ("none", "bahdanau"):
-        raise ValueError(f"the textbook model has no {attention!r} attention: use none or bahdanau")
-    torch.manual_seed(seed)
-    model = TextbookSeq2Seq(
-        src_vocab,
-        tgt_vocab,
-        cell=cell,
-        embedding_dim=size.embedding_dim,
-        hidden_size=size.hidden_size,
-        num_layers=size.num_layers,
-        bidirectional=size.bidirectional,
-        dropout=dropout,
-        attention=attention == "bahdanau",
-        pad_id=PAD_ID,
-    ).to(device)
-    return Trainee(model, tf_ratio)
 
 
 # --- interleaved timing ------------------------------------------------------------------------------------------
@@ -478,31 +340,6 @@ def run_grid(
     return rows
 
 
-def format_grid(rows: list[GridRow]) -> str:
-    """The grid table, notes on rows that could not run, and the parameter counts."""
-    header = ["cell", "attention", "size", "ours", "tokens/s ours", "textbook", "tokens/s textbook", "speed-up"]
-    header += ["peak ours", "peak textbook"]
-    table = []
-    for row in rows:
-        ours_rate = f"{row.ours.rate:,.0f}" if row.ours else "not run"
-        speedup = f"{row.speedup:.2f}x" if row.speedup else "-"
-        tb = row.textbook
-        table.append(
-            [row.cell, row.attention, row.size, row.label, ours_rate, f"tf {tb.trainee.tf_ratio}", f"{tb.rate:,.0f}"]
-            + [speedup, row.ours.memory if row.ours else "-", tb.memory]
-        )
-    lines = [markdown_table(header, table, "llllrlrrrr")]
-    lines += [f"- {r.cell}/{r.attention}/{r.size} {r.variant}: {r.note}" for r in rows if r.note]
-    counts = {}
-    for row in rows:
-        if row.ours is not None:
-            counts.setdefault(f"{row.cell}/{row.attention}/{row.size}", (row.ours.parameters, row.textbook.parameters))
-    if counts:
-        text = "; ".join(f"{key} {a / 1e6:.1f}M vs {b / 1e6:.1f}M" for key, (a, b) in counts.items())
-        lines.append(f"\nparameters (ours vs textbook): {text}")
-    return "\n".join(lines)
-
-
 # --- 2. batch size, 3. length ------------------------------------------------------------------------------------
 
 
@@ -527,17 +364,6 @@ def run_batch_scaling(
         jobs.append(prepare(f"batch {batch_size}", build, batches, warmup, device))
     time_interleaved(jobs, repeats, device)
     return list(zip(batch_sizes, jobs))
-
-
-def format_batch_scaling(result: list[tuple[int, Job]]) -> str:
-    header = ["batch", "steps", "target tokens", "median s", "tokens/s", f"vs batch {result[0][0]}", "peak"]
-    first = result[0][1].rate
-    table = [
-        [str(b), str(len(job.batches)), f"{job.tokens:,}", f"{job.median:.3f}", f"{job.rate:,.0f}"]
-        + [f"{job.rate / first:.2f}x", job.memory]
-        for b, job in result
-    ]
-    return markdown_table(header, table, "rrrrrrr")
 
 
 def run_length_scaling(
@@ -571,21 +397,6 @@ def run_length_scaling(
             keys.append((name, length))
     time_interleaved(jobs, repeats, device)
     return [(name, length, job) for (name, length), job in zip(keys, jobs)]
-
-
-def format_length_scaling(result: list[tuple[str, int, Job]]) -> str:
-    header = ["model", "length", "steps", "median s", "µs per target token", "vs shortest", "peak"]
-    shortest: dict[str, float] = {}
-    table = []
-    for name, length, job in result:
-        per_token = job.median / job.tokens * 1e6
-        shortest.setdefault(name, per_token)
-        label = "textbook tf 1.0" if name == "textbook" else f"ours {VARIANTS[name].label}"
-        table.append(
-            [label, str(length), str(len(job.batches)), f"{job.median:.3f}", f"{per_token:.2f}"]
-            + [f"{per_token / shortest[name]:.2f}x", job.memory]
-        )
-    return markdown_table(header, table, "lrrrrrr")
 
 
 # --- 4. Lightning against a bare loop ------------------------------------------------------------------------------
@@ -727,58 +538,7 @@ def run_epoch(
     return result
 
 
-def format_epoch(result: EpochResult) -> str:
-    header = ["loop", "s", "min-max s", "tokens/s", "overhead"]
-    bare = statistics.median(result.bare)
-    rows = [("bare loop (DataLoader + model + Adam)", result.bare), ("Trainer.fit, whole call", result.fit)]
-    rows.append(("Trainer.fit, first batch to epoch end", result.loop))
-    table = []
-    for name, times in rows:
-        median = statistics.median(times)
-        overhead = "-" if times is result.bare else f"{(median - bare) / median:.1%}"
-        spread = f"{min(times):.2f}-{max(times):.2f}"
-        table.append([name, f"{median:.2f}", spread, f"{result.tokens / median:,.0f}", overhead])
-    return markdown_table(header, table, "lrrrr") + "\n\noverhead = (Lightning - bare) / Lightning"
-
-
 # --- the command ---------------------------------------------------------------------------------------------------
-
-
-def hardware(device: torch.device) -> str:
-    """CPU model and count, torch version and threads (and the GPU when used)."""
-    cpu = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    text = f"CPU: {cpu} ({os.cpu_count()} cores) | torch {torch.__version__} | threads {torch.get_num_threads()}"
-    text += f" | OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
-    if device.type == "cuda":
-        text += f" | GPU: {torch.cuda.get_device_name(device)} | CUDA {torch.version.cuda}"
-        text += f" | cuDNN {torch.backends.cudnn.version()}"
-    return text
-
-
-GOALS = {"cuda": {"tf1": 5.0, "exact": 2.0, "parallel": 4.0}, "cpu": {"tf1": 2.0, "exact": 1.3}}
-
-
-def targets(rows: list[GridRow], device: torch.device, epoch: EpochResult | None) -> Iterator[str]:
-    """The issue's targets, met or not, from the measured rows."""
-    for name, goal in GOALS[device.type].items():
-        speedups = sorted((r.speedup, f"{r.cell}/{r.attention}/{r.size}") for r in rows if r.variant == name and r.ours)
-        if not speedups:
-            continue
-        (low, low_at), (high, high_at) = speedups[0], speedups[-1]
-        met = sum(s >= goal for s, _ in speedups)
-        verdict = "met" if met == len(speedups) else f"NOT met (met in {met} of {len(speedups)} configurations)"
-        yield (
-            f"ours {VARIANTS[name].label} / textbook: {low:.2f}x ({low_at}) to {high:.2f}x ({high_at}); "
-            f"target >= {goal}x: {verdict}"
-        )
-    if epoch is not None:
-        verdict = "met" if epoch.overhead <= 0.10 else "NOT met"
-        yield f"Lightning overhead: {epoch.overhead:.1%} of the epoch's time (target <= 10%): {verdict}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -884,6 +644,20 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nprocess peak RSS (CPU memory, all rows together): {rss:.2f} GiB")
     print(f"total time: {time.perf_counter() - started:.0f} s")
 
+
+__all__ = [  # what the tests reach through this module, besides its own functions
+    "Batch",
+    "Size",
+    "Variant",
+    "VARIANTS",
+    "build_ours",
+    "build_textbook",
+    "format_batch_scaling",
+    "format_epoch",
+    "format_grid",
+    "format_length_scaling",
+    "targets",
+]
 
 if __name__ == "__main__":
     main()

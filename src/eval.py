@@ -1,4 +1,6 @@
-"""Evaluate a checkpoint: ``python src/eval.py ckpt_path=PATH [data=…] [data.split=val|test] [decoding=…]``.
+"""Evaluate a checkpoint: ``python src/eval.py ckpt_path=PATH [data=…] [data.split=NAME] [decoding=…]``.
+
+``data.split``: ``val``, ``test`` or a named test set (``test_2017_flickr``…, `seq2seq.data.test_sets`).
 
 Everything needed comes from the checkpoint (model config, tokenizers, data and decoding configs);
 ``data=``/``decoding=`` on the command line replace the checkpoint's. ``ckpt_path=[a.ckpt,b.ckpt]`` evaluates the
@@ -20,9 +22,12 @@ from omegaconf import DictConfig
 
 from seq2seq.build import checkpoint_paths, load_ensemble, restore_ensemble
 from seq2seq.checkpoint import checkpoint_tokenizers
+from seq2seq.data.test_sets import split_prefix
 from seq2seq.inference.evaluation import eval_data, eval_datamodule
 from seq2seq.lit_module import Prediction
+from seq2seq.tokenized_bleu import tokenized_bleu_metrics
 from seq2seq.utils.cli import entry_point, plain, user_errors, write_metrics, write_text_atomic
+from seq2seq.utils.run_metrics import METRICS_FILE
 
 log = entry_point(__file__)
 
@@ -49,21 +54,26 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     members = load_ensemble(paths, cfg.get("decoding"))
     checkpoint, trained = members[0]  # the ensemble's data, decoding and tokenizers
 
-    trained.data, split = eval_data(cfg.data, trained)
-    datamodule = eval_datamodule(trained.data, checkpoint_tokenizers(checkpoint), split)
+    trained.data, split, stage = eval_data(cfg.data, trained, cfg.paths.data_dir)
+    datamodule = eval_datamodule(trained.data, checkpoint_tokenizers(checkpoint), stage)
     datamodule.prepare_data()
     module = restore_ensemble(members)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
-    run = trainer.validate if split == "val" else trainer.test
+    run = trainer.validate if stage == "val" else trainer.test
     metrics = dict(run(module, datamodule=datamodule)[0])
     metrics.update(module.results)  # the exact values (Lightning returns float32 copies)
 
     if trainer.is_global_zero:
+        # the papers' lowercased, Moses-tokenized BLEU, where the split has such a reference (Multi30k test2016)
+        hypotheses = [prediction.hypothesis for prediction in module.predictions]
+        prefix, target_lang = split_prefix(trained.data, stage), trained.data["target_lang"]
+        tokenized, tokenized_signature = tokenized_bleu_metrics(prefix, target_lang, hypotheses, stage)
+        metrics.update(tokenized)
         write_metrics(
-            output_dir / "metrics.json",
+            output_dir / METRICS_FILE,
             {
                 **metrics,
-                "signatures": module.test_metrics.signatures(),
+                "signatures": {**module.test_metrics.signatures(), **tokenized_signature},
                 **({"checkpoint": str(Path(paths[0]).resolve())} if len(paths) == 1 else {}),
                 "checkpoints": [str(Path(path).resolve()) for path in paths],
                 "split": split,

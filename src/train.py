@@ -16,12 +16,11 @@ from omegaconf import DictConfig
 
 from seq2seq.build import build_module
 from seq2seq.callbacks import keep_sweeping
-from seq2seq.callbacks.launchers import check_sweep_strategy
 from seq2seq.checkpoint import checkpoint_tokenizers, load_checkpoint
 from seq2seq.config_checks import check_hyperparameters
 from seq2seq.errors import CheckpointError
-from seq2seq.modules.embeddings import check_embedding_settings
 from seq2seq.utils.cli import entry_point, instantiate_group, plain, user_errors, write_metrics
+from seq2seq.utils.run_metrics import METRICS_FILE
 
 log = entry_point(__file__)
 # conf/hydra/launcher/submitit_slurm.yaml is complete, so Hydra's (deprecated) check against the plugin's schema is moot
@@ -36,10 +35,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit on the train split, then evaluate the best checkpoint on val and test; return the metrics."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     check_hyperparameters(cfg)  # before any data is read
-    check_sweep_strategy(cfg.trainer)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    check_embedding_settings(cfg.model, cfg.data, resuming=bool(cfg.get("ckpt_path")))  # before the data is read
     # Resuming keeps the checkpoint's tokenizers, so the vocabulary cannot drift.
     # load_checkpoint reads it as data only (weights_only=True) before Lightning reads it again to resume.
     resumed = checkpoint_tokenizers(load_checkpoint(cfg.ckpt_path)) if cfg.get("ckpt_path") else None
@@ -77,8 +74,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)[0])
     metrics.update(module.results)  # the exact values (Lightning returns float32 copies)
     if trainer.is_global_zero:
-        write_metrics(output_dir / "metrics.json", {**metrics, "signatures": module.val_metrics.signatures()})
-        log.info("metrics written to %s", output_dir / "metrics.json")
+        write_metrics(output_dir / METRICS_FILE, {**metrics, "signatures": module.val_metrics.signatures()})
+        log.info("metrics written to %s", output_dir / METRICS_FILE)
     return metrics
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
-from conftest import read_metrics, run_cli, run_dirs, translate
+from conftest import TINY_REVERSE, read_metrics, run_cli, run_dirs, translate
 
 
 def perturbed(source, target, scale: float) -> None:
@@ -50,3 +52,26 @@ def test_other_vocabularies_are_refused(reverse_run, tmp_path):
         f"error: {tmp_path / 'other.ckpt'} and {best} have different target tokenizers: average checkpoints of one run"
     ]
     assert not (tmp_path / "avg.ckpt").exists()
+
+
+def test_keep_last_epochs_average_into_a_checkpoint_eval_scores(tmp_path):
+    """keep_last=2 on a tiny reverse run: exactly the last two epoch files; the logged command averages them."""
+    overrides = ["data.source.num_train=500", "trainer.max_epochs=3", "callbacks.model_checkpoint.keep_last=2"]
+    run_cli("train", *TINY_REVERSE, *overrides, "test=false", "data.cache_dir=null", log_dir=tmp_path)
+    (run_dir,) = run_dirs(tmp_path, "train")
+    checkpoints = run_dir / "checkpoints"
+    epochs = [checkpoints / "epoch_001.ckpt", checkpoints / "epoch_002.ckpt"]
+    assert {path.name for path in checkpoints.iterdir()} == {"best.ckpt", "last.ckpt", *(e.name for e in epochs)}
+    (command,) = re.findall(r"python src/average.py (ckpt_paths=\[.*\])", (run_dir / "train.log").read_text())
+    assert command == f"ckpt_paths=[{epochs[0]},{epochs[1]}]"
+
+    out = tmp_path / "avg.ckpt"
+    run_cli("average", command, f"output={out}", log_dir=tmp_path)
+    first, second = (torch.load(path, weights_only=True)["state_dict"] for path in epochs)
+    averaged = torch.load(out, weights_only=True)["state_dict"]
+    for name, value in first.items():
+        torch.testing.assert_close(averaged[name], (value + second[name]) / 2, msg=name)
+    run_cli("eval", f"ckpt_path={out}", "trainer=cpu", log_dir=tmp_path)
+    (eval_dir,) = run_dirs(tmp_path, "eval")
+    metrics = read_metrics(eval_dir)
+    assert metrics["checkpoint"] == str(out) and metrics["test/num_sentences"] == 200

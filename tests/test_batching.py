@@ -220,3 +220,41 @@ def test_the_loader_saves_the_batches_training_received(num_workers):
     with pytest.raises(CheckpointError, match="seed=1"):
         loader(seed=2).load_state_dict(state)  # another order: which batches are left cannot be told
     loader(seed=2).load_state_dict(resumed.state_dict())  # a finished epoch leaves nothing to tell
+
+
+def _unfinished_state(**settings) -> dict:
+    """The state of a sampler over 100 examples that served 4 of its batches."""
+    options = {"lengths": [5] * 100, "batch_size": 10, "num_replicas": 1, **settings}
+    sampler = BucketBatchSampler(options.pop("lengths"), shuffle=True, seed=1, **options)
+    served = iter(sampler)
+    for _ in range(4):
+        next(served)
+    return sampler.state_dict()
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"batch_size": 11}, "data.batch_size=10"),  # 10 batches of 10 or of up to 11
+        ({"batch_size": 5, "num_replicas": 2}, "1 process"),  # 10 batches per rank either way
+        ({"lengths": [5] * 95}, "100 training pairs"),  # another data set, still 10 batches
+    ],
+)
+def test_a_mid_epoch_state_refuses_other_batch_size_replicas_or_data(change, named):
+    """The same number of batches per rank, but other batches: the rest of the epoch cannot be told."""
+    state = _unfinished_state()
+    options = {"lengths": [5] * 100, "batch_size": 10, "num_replicas": 1, **change}
+    resumed = BucketBatchSampler(options.pop("lengths"), shuffle=True, seed=1, **options)
+    assert len(resumed) == state["num_batches"] == 10
+    with pytest.raises(CheckpointError, match="epoch-end last.ckpt") as refused:
+        resumed.load_state_dict(state)
+    assert named in str(refused.value)
+
+
+def test_a_state_at_the_end_of_an_epoch_accepts_new_settings():
+    sampler = BucketBatchSampler([5] * 100, batch_size=10, shuffle=True, seed=1)
+    list(sampler)
+    resumed = BucketBatchSampler([5] * 120, batch_size=20, shuffle=True, seed=1, num_replicas=2, rank=1)
+    resumed.load_state_dict(sampler.state_dict())
+    resumed.set_epoch(1)  # the fit loop moves on to the next epoch
+    assert len(list(resumed)) == len(resumed) == 3

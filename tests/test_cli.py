@@ -12,7 +12,9 @@ import pytest
 import sacrebleu
 import torch
 from conftest import ROOT, TINY_REVERSE, read_metrics, run_cli, run_dirs
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Timer
 from omegaconf import OmegaConf
 
 SCORES = ("bleu", "bleu_lc", "chrf", "chrf++")
@@ -184,3 +186,29 @@ def test_tensorboard_logger_writes_events(tmp_path):
     run_cli("train", *TINY_REVERSE, "debug=fast", "logger=tensorboard", "test=false", log_dir=tmp_path)
     (run_dir,) = run_dirs(tmp_path, "train")
     assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_the_trainer_keys_users_reach_for_need_no_plus(tmp_path):
+    """``trainer.max_steps=100`` and friends override the trainer config as they are (no ``+``) and reach Lightning."""
+
+    settings = {
+        "max_steps": 100,
+        "min_steps": 10,
+        "val_check_interval": 50,
+        "check_val_every_n_epoch": 2,
+        "limit_train_batches": 7,
+        "limit_val_batches": 3,
+        "limit_test_batches": 0.5,
+        "num_sanity_val_steps": 0,
+        "log_every_n_steps": 5,
+        "gradient_clip_algorithm": "value",
+    }
+    overrides = [f"trainer.{key}={value}" for key, value in settings.items()]
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train", ["trainer=cpu", f"paths.output_dir={tmp_path}", "trainer.max_time=00:01:30:00", *overrides]
+        )
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert {key: getattr(trainer, key) for key in settings} == settings
+    (timer,) = [callback for callback in trainer.callbacks if isinstance(callback, Timer)]
+    assert timer.time_remaining() == 90 * 60

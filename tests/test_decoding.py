@@ -160,6 +160,39 @@ def test_no_repeat_ngram():
 
 
 @pytest.mark.parametrize(
+    "search",
+    [
+        GreedySearch(max_length=12, min_length=4, no_repeat_ngram_size=2),
+        SampleSearch(temperature=0.5, max_length=12, min_length=4, no_repeat_ngram_size=2),
+        BeamSearch(beam_size=3, max_length=12, min_length=4, no_repeat_ngram_size=2),
+    ],
+    ids=["greedy", "sample", "beam"],
+)
+def test_every_search_applies_the_length_and_ngram_constraints(search):
+    model = random_model()  # unconstrained, its greedy outputs end early and repeat (asserted below)
+    src, lengths = random_sources()
+    torch.manual_seed(0)
+    found = search(model, src, lengths, SOS, EOS, PAD)
+    for row in found.tokens:
+        hyp = strip(row)
+        bigrams = list(zip(hyp, hyp[1:]))
+        assert len(bigrams) == len(set(bigrams))
+        assert 4 <= len(hyp) <= 12 and hyp[-1] == EOS
+    free = [strip(row) for row in GreedySearch(max_length=12)(model, src, lengths, SOS, EOS, PAD).tokens]
+    assert any(len(hyp) < 4 for hyp in free)
+    assert any(len(set(zip(hyp, hyp[1:]))) < len(hyp) - 1 for hyp in free)
+
+
+@pytest.mark.parametrize("kind", [GreedySearch, SampleSearch, BeamSearch])
+def test_the_length_limit_wins_over_min_length(kind):
+    model, (src, lengths) = random_model(), random_sources()
+    found = kind(max_length=5, min_length=8)(model, src, lengths, SOS, EOS, PAD)
+    assert found.tokens.shape == (32, 5)
+    assert (found.tokens[:, -1] == EOS).all() and (found.tokens[:, :-1] != EOS).all()
+    assert torch.isfinite(found.scores).all()
+
+
+@pytest.mark.parametrize(
     "make,message",
     [
         (lambda: BeamSearch(beam_size=0), "beam_size"),

@@ -12,11 +12,12 @@ from hydra import compose, initialize_config_dir
 from torch.nn import functional as F
 
 from seq2seq.build import build_module, restore_module
+from seq2seq.config_checks import check_embedding_settings
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, tokenizer_to_str, train_tokenizer, vector_keys
 from seq2seq.decoding import BeamSearch, GreedySearch
 from seq2seq.errors import ConfigError, DataError
 from seq2seq.modules import Seq2Seq
-from seq2seq.modules.embeddings import check_embedding_settings, load_pretrained_embeddings, load_vectors
+from seq2seq.modules.embeddings import load_pretrained_embeddings, load_vectors
 
 REPO = Path(__file__).resolve().parents[1]
 V = 13  # one joint vocabulary for the tied models

@@ -176,6 +176,7 @@ def test_eval_data_of_another_language_pair_leaves_the_run_alone(reverse_run, tm
         (["optimizer.lr=abc"], ["optimizer.lr='abc'", "a number > 0"]),
         (["model.dropout=1.5"], ["model.dropout=1.5", "[0, 1)"]),
         (["model.hidden_size=-5"], ["model.hidden_size=-5", "an integer >= 1"]),
+        (["callbacks.ema.decay=1.5"], ["callbacks.ema.decay=1.5", "null or a number in (0, 1)"]),
     ],
 )
 def test_bad_hyperparameters_fail_before_the_data_is_read(overrides, fragments, tmp_path):
@@ -201,6 +202,9 @@ def test_bad_hyperparameters_fail_before_the_data_is_read(overrides, fragments, 
         ("teacher_forcing.ratio=1.2", ["teacher_forcing.ratio=1.2", "[0, 1]"]),
         ("decoding=beam decoding.beam_size=0", ["decoding.beam_size=0", "an integer >= 1"]),
         ("scheduler=inverse_sqrt scheduler.warmup_steps=-1", ["scheduler.warmup_steps=-1", "an integer >= 0"]),
+        ("callbacks.early_stopping.patience=0", ["callbacks.early_stopping.patience=0", "null or an integer >= 1"]),
+        ("callbacks.early_stopping.patience=true", ["callbacks.early_stopping.patience=True"]),
+        ("callbacks.ema.decay=1", ["callbacks.ema.decay=1", "null or a number in (0, 1)"]),
     ],
 )
 def test_hyperparameter_table(override, fragments):
@@ -225,6 +229,9 @@ def test_hyperparameter_table(override, fragments):
         (["scheduler=plateau", "scheduler.factor=2"], "scheduler.factor=2"),
         (["scheduler=exponential", "scheduler.interval=batch"], "scheduler.interval='batch'"),
         (["experiment=reverse", "scheduler=cosine"], "scheduler.gamma is not an option"),
+        (["model.tie_embeddings=all", "data.joint_vocab=false"], "model.tie_embeddings=all shares one embedding"),
+        (["model.tie_embeddings=both"], "unknown model.tie_embeddings='both'"),
+        (["model.pretrained_embeddings.source=/no/such/vectors.txt"], "/no/such/vectors.txt does not exist"),
     ],
 )
 def test_checks_across_keys_run_before_the_data_too(overrides, fragment):

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import sacrebleu
 import torch
 
+from seq2seq import tokenized_bleu
 from seq2seq.data.batching import collate
 from seq2seq.data.tokenizers import encode, tokenizer_to_str, train_tokenizer
 from seq2seq.decoding import GreedySearch
@@ -151,3 +156,67 @@ def test_module_predictions_come_back_in_input_order():
     assert [p.index for p in module.predictions] == list(range(5))
     assert [p.source for p in module.predictions] == texts
     assert [p.reference for p in module.predictions] == texts
+
+
+# --- bleu_tok_lc: the Multi30k papers' lowercased, Moses-tokenized BLEU ---------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+MULTI30K = ROOT / "data" / "multi30k"
+
+
+@pytest.mark.parametrize("lang", ["de", "en"])
+def test_moses_preprocessing_reproduces_the_upstream_tokenized_reference(lang):
+    raw = (MULTI30K / f"test_2016_flickr.{lang}").read_text(encoding="utf-8").splitlines()
+    tokenized = (MULTI30K / f"test_2016_flickr.lc.norm.tok.{lang}").read_text(encoding="utf-8").splitlines()
+    assert tokenized_bleu.moses_lowercase(raw, lang) == tokenized  # all 1,000 lines
+    assert tokenized_bleu.tokenized_bleu(raw, tokenized, lang) == pytest.approx(100.0)
+
+
+def test_tokenized_bleu_equals_sacrebleu_on_hand_tokenized_text():
+    hypotheses = ["A man, in a red hat.", "It's a dog's \"toy\" & a ball!", "Zwei Männer stehen."]
+    references = ["a man in a red hat .", "it &apos;s a dog &apos;s toy &amp; a ball !", "zwei männer sitzen ."]
+    # lowercased and tokenized by hand, as the Moses scripts do (escaped quote and ampersand, split clitics)
+    by_hand = ["a man , in a red hat .", "it &apos;s a dog &apos;s &quot; toy &quot; &amp; a ball !"]
+    by_hand.append("zwei männer stehen .")
+    assert tokenized_bleu.moses_lowercase(hypotheses, "en") == by_hand
+    expected = sacrebleu.corpus_bleu(by_hand, [references], tokenize="none")
+    assert tokenized_bleu.tokenized_bleu(hypotheses, references, "en") == pytest.approx(expected.score, abs=1e-9)
+    # and not what 13a on the detokenized, lowercased text gives
+    plain = sacrebleu.corpus_bleu([h.lower() for h in hypotheses], [references], tokenize="13a").score
+    assert plain != pytest.approx(expected.score)
+    assert tokenized_bleu.signature().startswith("nrefs:1|case:lc|eff:no|tok:none|smooth:exp|version:")
+
+
+def test_tokenized_bleu_metrics_only_where_a_tokenized_reference_lies_beside_the_split(tmp_path):
+    hypotheses = (MULTI30K / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()
+    scores, signatures = tokenized_bleu.tokenized_bleu_metrics(MULTI30K / "test_2016_flickr", "en", hypotheses, "test")
+    assert scores == {"test/bleu_tok_lc": pytest.approx(100.0)} and list(signatures) == ["bleu_tok_lc"]
+    for prefix in (MULTI30K / "test_2017_flickr", None):
+        assert tokenized_bleu.tokenized_bleu_metrics(prefix, "en", hypotheses, "test") == ({}, {})
+    assert tokenized_bleu.tokenized_bleu_metrics(MULTI30K / "test_2016_flickr", "en", hypotheses[:5], "val") == ({}, {})
+
+
+def test_papers_bleu_script_and_the_command_lines_give_the_direct_sacrebleu_score(tmp_path, capsys):
+    """benchmarks/papers_bleu.py, and the sacremoses | sacrebleu pipeline of docs/metrics.md, on a small case."""
+    hypotheses = ["A man, in a red hat.", "Two dogs don't play in the snow!", "A woman sits on a bench."]
+    references = ["a man in a red hat .", "two dogs do n&apos;t play in snow .", "a woman is sitting on a bench ."]
+    (tmp_path / "hyp.txt").write_text("".join(f"{line}\n" for line in hypotheses), encoding="utf-8")
+    (tmp_path / "ref.tok").write_text("".join(f"{line}\n" for line in references), encoding="utf-8")
+    by_hand = ["a man , in a red hat .", "two dogs don &apos;t play in the snow !", "a woman sits on a bench ."]
+    expected = sacrebleu.corpus_bleu(by_hand, [references], tokenize="none").score
+
+    script = importlib.util.spec_from_file_location("papers_bleu", ROOT / "benchmarks" / "papers_bleu.py")
+    papers_bleu = importlib.util.module_from_spec(script)
+    script.loader.exec_module(papers_bleu)
+    assert papers_bleu.main([str(tmp_path / "hyp.txt"), "en", str(tmp_path / "ref.tok")]) == 0
+    name, score, signature = capsys.readouterr().out.split()
+    assert (name, float(score), signature) == ("bleu_tok_lc", round(expected, 2), tokenized_bleu.signature())
+
+    bin_dir = Path(sys.executable).parent
+    pipeline = (
+        f"{sys.executable} -c 'import sys; sys.stdout.writelines(l.lower() for l in sys.stdin)' < hyp.txt"
+        f" | {bin_dir / 'sacremoses'} -q -l en -j 1 normalize | {bin_dir / 'sacremoses'} -q -l en -j 1 tokenize -x"
+        f" | {bin_dir / 'sacrebleu'} ref.tok -tok none -lc --force -b -w 2"
+    )
+    result = subprocess.run(pipeline, shell=True, cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert float(result.stdout) == round(expected, 2)

@@ -66,3 +66,16 @@ def test_early_stopping_patience_must_be_a_positive_whole_number(tmp_path):
     result = run_cli("train", *TINY_JOB, "callbacks.early_stopping.patience=0", log_dir=tmp_path, check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: callbacks.early_stopping.patience=0")
+
+
+def test_tokens_per_sec_is_logged_with_the_loss_when_epochs_are_shorter_than_the_log_interval(tmp_path):
+    # 3 batches an epoch, a log every 5 steps: the rate's window spans epochs
+    overrides = ["trainer.max_epochs=4", "trainer.log_every_n_steps=5", "test=false", "logger=csv"]
+    run_cli("train", *TINY_JOB, *overrides, log_dir=tmp_path)
+    (run_dir,) = run_dirs(tmp_path, "train")
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    losses = [int(row["step"]) for row in rows if row.get("train/loss")]
+    rates = {int(row["step"]): float(row["train/tokens_per_sec"]) for row in rows if row.get("train/tokens_per_sec")}
+    assert losses == [4, 9]  # global steps 5 and 10 (Lightning writes the 0-based step)
+    assert sorted(rates) == losses
+    assert all(rate > 0 for rate in rates.values())

@@ -13,6 +13,7 @@ import torch
 from conftest import ROOT, TINY_JOB, read_metrics, run_cli, run_dirs
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from test_errors import assert_one_line_error
 from torch.utils.data import DataLoader
 
 from seq2seq.callbacks import BestAndLastCheckpoint, CheckpointOnInterrupt, RandomState
@@ -90,6 +91,71 @@ def test_killed_and_resumed_run_logs_the_same_losses_as_an_uninterrupted_one(tmp
     assert resumed == pytest.approx(uninterrupted, rel=1e-5)
 
 
+class RankLosses(Callback):
+    """Append ``step<TAB>loss`` of each training step of this rank to ``dirpath/rank<R>.tsv`` (loggers get rank 0's)."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        with (self.dirpath / f"rank{trainer.global_rank}.tsv").open("a") as file:
+            file.write(f"{trainer.global_step - 1}\t{float(outputs['loss'])!r}\n")
+
+
+def _rank_losses(dirpath: Path, rank: int) -> dict[int, float]:
+    lines = (dirpath / f"rank{rank}.tsv").read_text().splitlines()
+    return {int(step): float(loss) for step, loss in (line.split("\t") for line in lines)}
+
+
+def test_every_rank_trains_on_after_a_resume_as_in_the_uninterrupted_run(tmp_path):
+    """Under DDP each rank draws its own dropout masks and coin flips: each gets its own random states back."""
+    # 2 processes: 4 steps an epoch, 2 epochs; last.ckpt at step 3, in the middle of the first epoch
+    ddp = [*EXACT, "trainer=ddp_sim", "trainer.max_epochs=2", "+callbacks.rank_losses._target_=test_resume.RankLosses"]
+    env = {"PYTHONPATH": str(ROOT / "tests")}
+    with ThreadPoolExecutor() as pool:
+        whole = pool.submit(
+            run_cli,
+            "train",
+            *ddp,
+            f"+callbacks.rank_losses.dirpath={tmp_path / 'whole'}",
+            log_dir=tmp_path / "w",
+            env=env,
+            timeout=300,
+        )
+        first = _run_killed_at(
+            3, *ddp[len(EXACT) :], f"+callbacks.rank_losses.dirpath={tmp_path / 'x'}", log_dir=tmp_path / "first"
+        )
+        whole.result()
+    last = first / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+    resumed = tmp_path / "resumed"
+    run_cli(
+        "train",
+        *ddp,
+        f"+callbacks.rank_losses.dirpath={resumed}",
+        f"ckpt_path={last}",
+        log_dir=tmp_path / "r",
+        env=env,
+        timeout=300,
+    )
+    for rank in (0, 1):
+        expected, got = _rank_losses(tmp_path / "whole", rank), _rank_losses(resumed, rank)
+        assert sorted(expected) == list(range(8)) and sorted(got) == list(range(3, 8))
+        for step, loss in got.items():
+            assert loss == pytest.approx(expected[step], rel=1e-5, abs=1e-7), (rank, step)
+
+
+def test_resuming_mid_epoch_with_another_batch_size_is_one_error_line(tmp_path):
+    """data.batch_size 16 -> 17 keeps 8 batches an epoch but cuts other ones: the rest of the epoch is unknown."""
+    first = _run_killed_at(4, log_dir=tmp_path / "first")  # last.ckpt: step 3 of 8
+    last = first / "checkpoints" / "last.ckpt"
+    result = run_cli(
+        "train", *EXACT, "data.batch_size=17", f"ckpt_path={last}", log_dir=tmp_path / "again", check=False
+    )
+    assert_one_line_error(result, "data.batch_size=16", "data.batch_size=17", "epoch-end last.ckpt")
+
+
 # --- the callbacks on a tiny in-process model ---------------------------------------------------------------------
 
 
@@ -123,9 +189,18 @@ class Scored(LightningModule):
         return DataLoader(torch.randn(2, 4), batch_size=2)
 
 
-def _fit(module: Scored, dirpath: Path, epochs: int, ckpt_path: Path | None = None, every: int | None = None):
+def _fit(
+    module: Scored,
+    dirpath: Path,
+    epochs: int,
+    ckpt_path: Path | None = None,
+    every: int | None = None,
+    keep_last: int | None = None,
+):
     """Fit with the run's checkpoint callbacks writing into ``dirpath``; the trainer."""
-    checkpoint = BestAndLastCheckpoint(dirpath, "best", "val/score", save_last=True, every_n_train_steps=every)
+    checkpoint = BestAndLastCheckpoint(
+        dirpath, "best", "val/score", save_last=True, every_n_train_steps=every, keep_last=keep_last
+    )
     trainer = Trainer(
         max_epochs=epochs,
         callbacks=[checkpoint, CheckpointOnInterrupt(dirpath), RandomState()],
@@ -196,3 +271,42 @@ def test_a_resumed_run_keeps_the_best_checkpoint_of_the_run_it_resumes(tmp_path)
     trainer = _fit(Scored([0.9, 0.5, 0.4, 0.95]), tmp_path / "newer", epochs=4, ckpt_path=new / "last.ckpt")
     assert trainer.checkpoint_callback.best_model_path == str(tmp_path / "newer" / "best.ckpt")  # 0.95 wins
     assert (old / "best.ckpt").is_file()  # another run's files are never deleted
+
+
+# --- keep_last: the last N epoch-end checkpoints, to average -------------------------------------------------------
+
+
+def _files(dirpath: Path) -> set[str]:
+    return {path.name for path in dirpath.iterdir()}
+
+
+def test_keep_last_keeps_exactly_the_last_n_epoch_checkpoints(tmp_path):
+    _fit(Scored([0.5, 0.6, 0.4, 0.3]), tmp_path / "off", epochs=4)
+    assert _files(tmp_path / "off") == {"best.ckpt", "last.ckpt"}  # off by default
+    _fit(Scored([0.5, 0.6, 0.4, 0.3]), tmp_path / "on", epochs=4, keep_last=2)
+    assert _files(tmp_path / "on") == {"best.ckpt", "last.ckpt", "epoch_002.ckpt", "epoch_003.ckpt"}
+    for epoch in (2, 3):  # the model at the end of that epoch (4 steps an epoch)
+        checkpoint = torch.load(tmp_path / "on" / f"epoch_{epoch:03d}.ckpt", weights_only=True)
+        assert (checkpoint["epoch"], checkpoint["global_step"]) == (epoch, 4 * (epoch + 1))
+    last = torch.load(tmp_path / "on" / "last.ckpt", weights_only=True)["state_dict"]
+    final = torch.load(tmp_path / "on" / "epoch_003.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(last[name], final[name]) for name in last)
+
+
+def test_keep_last_counts_but_never_deletes_the_epoch_checkpoints_of_the_run_it_resumes(tmp_path, caplog):
+    old, new = tmp_path / "old", tmp_path / "new"
+    _fit(Scored([0.5, 0.6, 0.4, 0.3]), old, epochs=3, keep_last=2)
+    assert _files(old) == {"best.ckpt", "last.ckpt", "epoch_001.ckpt", "epoch_002.ckpt"}
+    with caplog.at_level("INFO", logger="seq2seq"):
+        trainer = _fit(Scored([0.5, 0.6, 0.4, 0.3]), new, epochs=4, ckpt_path=old / "last.ckpt", keep_last=2)
+    assert _files(old) == {"best.ckpt", "last.ckpt", "epoch_001.ckpt", "epoch_002.ckpt"}
+    assert _files(new) == {"last.ckpt", "epoch_003.ckpt"}
+    assert trainer.checkpoint_callback.epoch_checkpoints == {2: old / "epoch_002.ckpt", 3: new / "epoch_003.ckpt"}
+    kept = f"ckpt_paths=[{old / 'epoch_002.ckpt'},{new / 'epoch_003.ckpt'}]"
+    assert any(kept in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("keep_last", [0, -1, True, 1.5])
+def test_keep_last_must_be_a_positive_number(keep_last):
+    with pytest.raises(ConfigError, match=f"keep_last={keep_last!r}: use a number"):
+        BestAndLastCheckpoint(monitor="val/bleu", keep_last=keep_last)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
-from conftest import ROOT, TINY_JOB, run_cli, run_dirs
+from conftest import ROOT, TINY_JOB, read_metrics, run_cli, run_dirs
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import WeightAveraging
 
 from seq2seq.build import build_module
 from seq2seq.callbacks import ema
 from seq2seq.callbacks.weight_averaging import warmed_up_decay
+from seq2seq.checkpoint import checkpoint_tokenizers, load_checkpoint
 from seq2seq.errors import ConfigError
 from seq2seq.utils.cli import instantiate_group, plain
 
@@ -37,7 +41,7 @@ def test_the_model_ends_with_the_exponential_moving_average_of_its_steps(tmp_pat
     datamodule.setup("fit")
     module = build_module(cfg, datamodule.tokenizers_state(), config=plain(cfg.model))
     recorder = RecordWeights()
-    callbacks = [recorder, *[c for c in instantiate_group(cfg.callbacks) if type(c).__name__ == "WeightAveraging"]]
+    callbacks = [recorder, *[c for c in instantiate_group(cfg.callbacks) if isinstance(c, WeightAveraging)]]
     assert len(callbacks) == 2
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False, enable_checkpointing=False)
     trainer.fit(module, datamodule=datamodule)
@@ -78,3 +82,58 @@ def test_decay_must_be_in_the_open_unit_interval(decay):
 def test_the_decay_warms_up_to_its_setting():
     updates = torch.tensor([0, 1, 10, 100, 10_000])
     torch.testing.assert_close(warmed_up_decay(0.999, updates), torch.tensor([0.1, 2 / 11, 11 / 20, 101 / 110, 0.999]))
+
+
+@pytest.mark.parametrize("decay", [None, 0.5])
+def test_train_scores_the_same_best_checkpoint_as_eval(tmp_path, decay):
+    """train.py's final test runs on best.ckpt's weights (the EMA with callbacks.ema.decay), as eval.py does."""
+    ema_setting = "null" if decay is None else str(decay)
+    overrides = [*TINY_JOB, "trainer.max_epochs=2", f"callbacks.ema.decay={ema_setting}"]
+    run_cli("train", *overrides, log_dir=tmp_path / "train")
+    (run_dir,) = run_dirs(tmp_path / "train", "train")
+    trained = read_metrics(run_dir)
+    run_cli("eval", f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", "trainer=cpu", log_dir=tmp_path / "eval")
+    (eval_dir,) = run_dirs(tmp_path / "eval", "eval")
+    evaluated = read_metrics(eval_dir)
+    names = [name for name in trained if name.startswith("test/")]
+    assert "test/loss" in names
+    assert {name: trained[name] for name in names} == pytest.approx({name: evaluated[name] for name in names}, rel=1e-6)
+
+
+class RecordStartWeights(Callback):
+    """The module's weights when training (re)starts."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+
+def _fit(tmp_path, *overrides: str, ckpt_path=None, extra=()):
+    """Fit TINY_JOB with ``overrides`` and the run's callbacks (checkpoints into ``tmp_path``) as train.py does."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", [*TINY_JOB, f"paths.output_dir={tmp_path}", "data.cache_dir=null", *overrides])
+    tokenizers = checkpoint_tokenizers(load_checkpoint(ckpt_path)) if ckpt_path else None
+    datamodule = instantiate(cfg.data, tokenizers=tokenizers)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule.tokenizers_state(), config=plain(cfg))
+    callbacks = [*instantiate_group(cfg.callbacks), *extra]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+
+
+def test_resuming_an_average_without_averaging_trains_on_the_raw_weights(tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("PROJECT_ROOT", str(ROOT))  # conf/paths reads it, as train.py sets it
+    _fit(tmp_path / "first", "callbacks.ema.decay=0.5")
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    raw, averaged = saved["current_model_state"], saved["state_dict"]
+    assert any(not torch.equal(raw[k], averaged[k]) for k in raw if raw[k].is_floating_point())
+
+    recorder = RecordStartWeights()
+    with caplog.at_level(logging.INFO, logger="seq2seq"):
+        _fit(tmp_path / "again", "trainer.max_epochs=2", ckpt_path=last, extra=[recorder])
+    assert recorder.weights.keys() == raw.keys()
+    for name, value in raw.items():
+        torch.testing.assert_close(recorder.weights[name], value, rtol=0, atol=0, msg=name)
+    dropped = [record.getMessage() for record in caplog.records if "callbacks.ema" in record.getMessage()]
+    assert len(dropped) == 1 and "average is dropped" in dropped[0], dropped

@@ -1,17 +1,24 @@
-"""Check the run's hyperparameters before any data is read: one table of keys and the values each accepts."""
+"""The one check before a run reads any data: a table of keys and the values each accepts, the settings that
+span keys (decoding, teacher forcing, LR schedule), the embedding settings and their vector files, and DDP inside
+a local sweep."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from seq2seq.callbacks.launchers import is_slurm
+from seq2seq.data.word_vectors import check_vector_size, vector_size
 from seq2seq.errors import ConfigError
+from seq2seq.modules.embeddings import TIE_MODES, check_joint, pretrained_paths
 from seq2seq.schedulers import INTERVALS, lr_schedule
 
 
@@ -93,6 +100,8 @@ CHECKS: dict[str, Valid] = {
     "scheduler.min_lr": NON_NEGATIVE,
     "scheduler.T_max": optional(POSITIVE_INT),
     "scheduler.eta_min": NON_NEGATIVE,
+    "callbacks.early_stopping.patience": optional(POSITIVE_INT),
+    "callbacks.ema.decay": optional(OPEN_UNIT),
 }
 
 _ABSENT = object()
@@ -102,7 +111,8 @@ def check_hyperparameters(cfg: DictConfig) -> None:
     """Raise a `ConfigError` naming the first key of `CHECKS` whose value is out of range or of the wrong type.
 
     Then build the teacher-forcing schedule, the decoding strategy and the LR schedule (all cheap), so that their
-    own checks across keys (e.g. ``decoding.nbest <= decoding.beam_size``) also run before any data is read.
+    own checks across keys (e.g. ``decoding.nbest <= decoding.beam_size``) also run before any data is read; then
+    `check_sweep_strategy` and `check_embedding_settings` (resuming when ``ckpt_path`` is set).
     """
     for key, valid in CHECKS.items():
         value = OmegaConf.select(cfg, key, default=_ABSENT)
@@ -116,3 +126,35 @@ def check_hyperparameters(cfg: DictConfig) -> None:
             raise exception.__cause__ from None
         raise
     lr_schedule(cfg.get("scheduler"))
+    check_sweep_strategy(cfg.trainer)
+    check_embedding_settings(cfg.model, cfg.data, resuming=bool(cfg.get("ckpt_path")))
+
+
+def check_sweep_strategy(trainer: Mapping[str, Any]) -> None:
+    """Refuse multi-process DDP in a job of a local multirun: Lightning starts the other ranks by running the
+    script's command line again, which would start the whole sweep again (SLURM starts the ranks itself)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    strategy = str(trainer.get("strategy") or "")
+    relaunches = strategy.startswith("ddp") and not any(s in strategy for s in ("spawn", "fork", "notebook"))
+    several = str(trainer.get("devices")) != "1" or int(trainer.get("num_nodes") or 1) > 1
+    if relaunches and several and not is_slurm(HydraConfig.get().launcher):
+        raise ConfigError(
+            f"trainer.strategy={strategy} with several processes cannot run inside a local multirun (-m): train each "
+            "configuration as its own run, or sweep on a cluster with hydra/launcher=submitit_slurm"
+        )
+
+
+def check_embedding_settings(model: Mapping[str, Any], data: Mapping[str, Any], resuming: bool = False) -> None:
+    """``model.tie_embeddings`` is known and ``all`` has a joint vocabulary, the vector files of
+    ``model.pretrained_embeddings`` exist and their size is ``model.embedding_dim`` (when resuming, the weights
+    come from the checkpoint, so only the mode is checked)."""
+    mode = model.get("tie_embeddings", "none")
+    if mode not in TIE_MODES:
+        raise ConfigError(f"unknown model.tie_embeddings={mode!r}: use none, decoder or all")
+    if mode == "all" and not resuming:
+        check_joint(bool(data.get("joint_vocab")))
+    paths = pretrained_paths(model.get("pretrained_embeddings"))
+    if not resuming:
+        for path in paths.values():
+            check_vector_size(path, vector_size(path), int(model.get("embedding_dim")))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 
 from seq2seq import compat
 from seq2seq.checkpoint import save_payload
@@ -16,6 +19,8 @@ from seq2seq.metrics import Seq2SeqMetrics
 from seq2seq.modules import Seq2Seq
 from seq2seq.schedulers import LRSchedule
 from seq2seq.teacher_forcing import Schedule
+
+log = logging.getLogger("seq2seq")
 
 
 class Prediction(NamedTuple):
@@ -193,3 +198,11 @@ class Seq2SeqModule(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         save_payload(checkpoint, config=self.config, tokenizers=self.tokenizers)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming a checkpoint of a run with weight averaging (``callbacks.ema``) without it: train on the raw
+        weights (``current_model_state``), which the optimizer's moments belong to, not on their average."""
+        averaging = any(isinstance(callback, WeightAveraging) for callback in self.trainer.callbacks)
+        if "current_model_state" in checkpoint and self.trainer.state.fn == TrainerFn.FITTING and not averaging:
+            checkpoint["state_dict"] = checkpoint["current_model_state"]
+            log.info("resuming without callbacks.ema: training goes on from the raw weights, their average is dropped")

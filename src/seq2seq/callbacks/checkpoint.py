@@ -1,8 +1,10 @@
-"""The run's two checkpoints: ``best.ckpt`` (chosen at validation) and ``last.ckpt`` (to resume from)."""
+"""The run's checkpoints: ``best.ckpt`` (chosen at validation), ``last.ckpt`` (to resume from) and, on request, the
+last N epochs' ``epoch_NNN.ckpt`` (to average)."""
 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,15 +12,13 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from seq2seq import compat
-from seq2seq.callbacks.summary import LOWER_IS_BETTER
 from seq2seq.errors import ConfigError
+from seq2seq.utils.run_metrics import metric_mode
 
 log = logging.getLogger("seq2seq")
-
-
-def metric_mode(monitor: str | None) -> str:
-    """``min`` for a loss or perplexity (``val/loss``, ``val/ppl``), ``max`` for any other score."""
-    return "min" if monitor and monitor.rsplit("/", 1)[-1] in LOWER_IS_BETTER else "max"
+# an epoch-end checkpoint, NNN the 0-based epoch as in Lightning's "epoch" key (no "=" in the name: Hydra would want the
+# path quoted on the command line)
+EPOCH_FILE = re.compile(r"epoch_(\d+)\.ckpt")
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
@@ -33,11 +33,16 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     - A resumed run writes into a new run dir; ``ModelCheckpoint`` then forgets the best score, and the first
       validation of the resumed run would win whatever its score. Here the best checkpoints of the run it resumes
       (those whose files still exist) stay in the ranking, so ``best_model_path`` is the true best, in either dir.
+    - ``keep_last=N`` also writes ``epoch_NNN.ckpt`` at the end of every training epoch (``NNN`` the 0-based epoch, as
+      in Lightning's ``epoch`` key and the progress line) and deletes the older ones, so the last N epochs are there
+      to average with ``average.py``. A resumed run counts the epoch files of the run it resumes (deleting none of
+      them) and, at its end, logs the last N of both dirs as an ``average.py`` command.
 
     Args:
         dirpath, filename, monitor: as ``ModelCheckpoint``'s.
         mode: ``min`` or ``max``; ``None`` = by the metric's name (see above).
         every_n_train_steps: also write ``last.ckpt`` every this many optimizer steps; ``None`` = at validation only.
+        keep_last: keep the last this many epoch-end checkpoints ``epoch_NNN.ckpt``; ``None`` = write none.
         **kwargs: further ``ModelCheckpoint`` arguments (``save_top_k``, ``save_last``, …).
     """
 
@@ -48,6 +53,7 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         monitor: str | None = None,
         mode: str | None = None,
         every_n_train_steps: int | None = None,
+        keep_last: int | None = None,
         **kwargs: Any,
     ) -> None:
         if every_n_train_steps is not None and every_n_train_steps < 1:
@@ -55,12 +61,20 @@ class BestAndLastCheckpoint(ModelCheckpoint):
                 f"callbacks.model_checkpoint.every_n_train_steps={every_n_train_steps}: use a number of steps >= 1, "
                 "or null to write last.ckpt at validation only"
             )
+        if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1):
+            raise ConfigError(
+                f"callbacks.model_checkpoint.keep_last={keep_last!r}: use a number of epoch checkpoints >= 1 "
+                "(2 or more to average them), or null to keep none"
+            )
         # ModelCheckpoint's own triggers stay at their default, once per validation, for best.ckpt
         super().__init__(
             dirpath=dirpath, filename=filename, monitor=monitor, mode=mode or metric_mode(monitor), **kwargs
         )
         self.last_every_n_train_steps = every_n_train_steps or 0
         self._carried_over = False  # the best checkpoints of the run resumed from are in the ranking
+        self.keep_last = keep_last or 0
+        self.epoch_checkpoints: dict[int, Path] = {}  # epoch -> its kept epoch_NNN.ckpt (this run's or the resumed)
+        self._resumed_dirpath: str | None = None  # the checkpoint dir of the run resumed from, if another one
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -78,6 +92,8 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         super().on_train_epoch_end(trainer, pl_module)
         if compat.checkpoint_saves_on_train_epoch_end(self, trainer):
             self._save_last_if_behind(trainer)
+        if self.keep_last:
+            self._save_epoch_checkpoint(trainer)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -89,7 +105,40 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         if self.save_last and not compat.checkpoint_should_skip(self, trainer):
             compat.checkpoint_save_last(self, trainer, compat.checkpoint_monitor_candidates(self, trainer))
 
+    def _save_epoch_checkpoint(self, trainer: Trainer) -> None:
+        """Write this epoch's ``epoch_NNN.ckpt`` and delete this dir's epoch files beyond the last ``keep_last``."""
+        if trainer.fast_dev_run or trainer.sanity_checking or self.dirpath is None:
+            return
+        epoch = trainer.current_epoch  # the epoch that just ended
+        path = Path(self.dirpath) / f"epoch_{epoch:03d}{self.FILE_EXTENSION}"
+        trainer.save_checkpoint(path, self.save_weights_only)
+        self.epoch_checkpoints[epoch] = path
+        for old in sorted(self.epoch_checkpoints)[: -self.keep_last]:
+            dropped = self.epoch_checkpoints.pop(old)
+            if dropped.parent == Path(self.dirpath):  # never delete from the run resumed from
+                trainer.strategy.remove_checkpoint(dropped)
+
+    def _find_epoch_checkpoints(self) -> None:
+        """Count the epoch files already there: the resumed run's, then this dir's (a later dir wins an epoch)."""
+        self.epoch_checkpoints = {}
+        for dirpath in (self._resumed_dirpath, self.dirpath):
+            if dirpath is not None and Path(dirpath).is_dir():
+                for path in Path(dirpath).iterdir():
+                    if match := EPOCH_FILE.fullmatch(path.name):
+                        self.epoch_checkpoints[int(match.group(1))] = path
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.keep_last and self.epoch_checkpoints and trainer.is_global_zero:
+            kept = [str(self.epoch_checkpoints[epoch]) for epoch in sorted(self.epoch_checkpoints)][-self.keep_last :]
+            log.info(
+                "the last %d epoch checkpoints, to average: python src/average.py ckpt_paths=[%s]",
+                len(kept),
+                ",".join(kept),
+            )
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resumed_dirpath = state_dict.get("dirpath")
         if state_dict.get("dirpath", self.dirpath) == self.dirpath:
             super().load_state_dict(state_dict)
             return
@@ -107,6 +156,8 @@ class BestAndLastCheckpoint(ModelCheckpoint):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
+        if self.keep_last:
+            self._find_epoch_checkpoints()
         if self._carried_over and trainer.is_global_zero:
             log.info("best checkpoint so far: %s (%s=%.6g)", self.best_model_path, self.monitor, self.best_model_score)
         self._carried_over = False

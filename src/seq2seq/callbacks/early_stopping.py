@@ -6,8 +6,8 @@ from typing import Any
 
 from lightning.pytorch.callbacks import EarlyStopping
 
-from seq2seq.callbacks.checkpoint import metric_mode
 from seq2seq.errors import ConfigError
+from seq2seq.utils.run_metrics import metric_mode
 
 
 def early_stopping(

@@ -1,4 +1,4 @@
-"""Check that the selected Hydra launcher, and DDP inside a sweep, can work on this machine."""
+"""Check that the selected Hydra launcher can work on this machine (DDP inside a sweep: `seq2seq.config_checks`)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,12 @@ import shutil
 import sys
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from seq2seq.errors import ConfigError
 
-
-def _is_slurm(launcher: DictConfig) -> bool:
+def is_slurm(launcher: DictConfig) -> bool:
+    """Whether ``launcher`` (a ``hydra.launcher`` node) submits to SLURM."""
     return str(launcher.get("_target_", "")).endswith("SlurmLauncher")
 
 
@@ -24,7 +21,7 @@ class CheckLauncher(HydraCallback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         launcher = config.hydra.launcher
-        if not _is_slurm(launcher):
+        if not is_slurm(launcher):
             return
         if shutil.which("sbatch") is None:
             self._fail(
@@ -42,18 +39,3 @@ class CheckLauncher(HydraCallback):
     def _fail(message: str) -> None:
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
-
-
-def check_sweep_strategy(trainer: DictConfig) -> None:
-    """Refuse multi-process DDP in a job of a local multirun: Lightning starts the other ranks by running the
-    script's command line again, which would start the whole sweep again (SLURM starts the ranks itself)."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return
-    strategy = str(trainer.get("strategy") or "")
-    relaunches = strategy.startswith("ddp") and not any(s in strategy for s in ("spawn", "fork", "notebook"))
-    several = str(trainer.get("devices")) != "1" or int(trainer.get("num_nodes") or 1) > 1
-    if relaunches and several and not _is_slurm(HydraConfig.get().launcher):
-        raise ConfigError(
-            f"trainer.strategy={strategy} with several processes cannot run inside a local multirun (-m): train each "
-            "configuration as its own run, or sweep on a cluster with hydra/launcher=submitit_slurm"
-        )

@@ -22,14 +22,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from seq2seq.utils.cli import atomic_open, user_error, write_text_atomic
+from seq2seq.utils.run_metrics import METRICS_FILE, lower_is_better
 from seq2seq.utils.tables import markdown_table
 
 log = logging.getLogger("seq2seq")
 
 ERROR_FILE = "error.txt"  # written into a failed job's run dir
 JOB_FILE = "job.json"  # each multirun job's status, overrides and wall time
-METRICS_FILE = "metrics.json"  # written by train.py / eval.py at the end of a successful run
-LOWER_IS_BETTER = ("loss", "ppl")
 
 
 def _in_multirun() -> bool:
@@ -178,7 +177,7 @@ def _rank(row: dict[str, Any]) -> tuple:
     value = _number(row["metrics"].get(name)) if name else None
     if row["status"] != "completed" or value is None or math.isnan(value):
         return (1, 0.0, row["job"])
-    sign = 1.0 if name.rsplit("/", 1)[-1] in LOWER_IS_BETTER else -1.0
+    sign = 1.0 if lower_is_better(name) else -1.0
     return (0, sign * value, row["job"])
 
 

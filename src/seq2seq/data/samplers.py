@@ -113,23 +113,38 @@ class BucketBatchSampler(Sampler[list[int]]):
             self.start = 0  # a loaded position belongs to its own epoch
         self.sampler.set_epoch(epoch)
 
+    def settings(self) -> dict[str, int]:
+        """What decides the batches of an epoch besides the epoch itself (see `load_state_dict`)."""
+        return {
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "num_replicas": self.num_replicas,
+            "dataset_size": len(self.lengths),
+            "num_batches": len(self),
+        }
+
     def state_dict(self) -> dict[str, int]:
-        """Where this rank stands in the training order: the epoch and how many of its batches were served."""
-        return {"epoch": self.epoch, "batches_done": self.batches_done, "num_batches": len(self), "seed": self.seed}
+        """Where this rank stands in the training order: the epoch, how many of its batches were served, and the
+        settings that made them."""
+        return {"epoch": self.epoch, "batches_done": self.batches_done, **self.settings()}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue from ``state``: the next iteration serves the batches of its epoch after ``batches_done``.
 
         Raises:
-            CheckpointError: the epoch was unfinished and this sampler orders it differently (another seed, batch
-                size, data or number of ranks), so its remaining batches cannot be told.
+            CheckpointError: the epoch was unfinished and this sampler cuts it differently (another seed, batch
+                size, number of ranks or data set), so its remaining batches cannot be told. An epoch-end state
+                accepts any settings: the next epoch starts from its beginning.
         """
-        unfinished = state["batches_done"] < state["num_batches"]
-        if unfinished and (state["num_batches"], state["seed"]) != (len(self), self.seed):
+        settings = self.settings()
+        changed = [name for name in settings if name in state and state[name] != settings[name]]  # older: fewer
+        if state["batches_done"] < state["num_batches"] and changed:
             raise CheckpointError(
-                f"the checkpoint stopped in the middle of an epoch of {state['num_batches']} batches per rank with "
-                f"seed={state['seed']}, this run has {len(self)} with seed={self.seed}: resume with the checkpoint's "
-                "seed, data, data.batch_size and number of devices"
+                f"the checkpoint stopped after batch {state['batches_done']} of {state['num_batches']} of an epoch "
+                f"with {_describe({name: state[name] for name in changed})}, this run has "
+                f"{_describe({name: settings[name] for name in changed})}, which would replay or skip data: resume "
+                "from an epoch-end last.ckpt (written at every validation), or with the original seed, data, "
+                "data.batch_size and number of devices"
             )
         self.sampler.set_epoch(state["epoch"])
         self.start = self.batches_done = state["batches_done"]
@@ -174,6 +189,18 @@ class BucketBatchSampler(Sampler[list[int]]):
         if self.shuffle:
             return math.ceil(total / self.num_replicas)
         return len(range(self.rank, total, self.num_replicas))
+
+
+def _describe(settings: dict[str, int]) -> str:
+    """Sampler settings in the user's terms: ``seed=42, data.batch_size=32, 1 process, 4000 training pairs``."""
+    words = {
+        "seed": lambda n: f"seed={n}",
+        "batch_size": lambda n: f"data.batch_size={n}",
+        "num_replicas": lambda n: f"{n} process" + ("es" if n != 1 else ""),
+        "dataset_size": lambda n: f"{n} training pairs",
+        "num_batches": lambda n: f"{n} batches per process",
+    }
+    return ", ".join(words[name](value) for name, value in settings.items())
 
 
 class ResumableDataLoader(DataLoader):

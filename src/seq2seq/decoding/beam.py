@@ -12,6 +12,8 @@ from operator import itemgetter
 
 import torch
 
+from seq2seq.decoding.constraints import DecodingStep, apply_constraints, length_constraints
+from seq2seq.decoding.early_stop import EarlyStop
 from seq2seq.decoding.hypotheses import Hypotheses, check_interval, max_decode_lengths
 from seq2seq.errors import ConfigError
 from seq2seq.modules import Seq2Seq
@@ -20,19 +22,6 @@ from seq2seq.modules import Seq2Seq
 def length_penalty(length: torch.Tensor | float, alpha: float) -> torch.Tensor | float:
     """GNMT length penalty ``((5 + length) / 6) ** alpha``; 1 when ``alpha`` is 0."""
     return ((5.0 + length) / 6.0) ** alpha
-
-
-def banned_ngram_tokens(history: torch.Tensor, n: int, vocab_size: int) -> torch.Tensor:
-    """Tokens that would repeat an n-gram already in each row of ``history`` (N, t): a mask (N, V)."""
-    banned = torch.zeros(history.size(0), vocab_size, device=history.device)
-    if n < 1 or history.size(1) < n - 1 or (n > 1 and history.size(1) < n):
-        return banned.bool()
-    if n == 1:
-        return banned.scatter_(1, history, 1.0).bool()
-    ngrams = history.unfold(1, n, 1)  # (N, t - n + 1, n)
-    prefix = history[:, history.size(1) - n + 1 :]  # (N, n - 1): the last n - 1 tokens
-    matches = (ngrams[:, :, :-1] == prefix[:, None, :]).all(-1)  # (N, t - n + 1)
-    return banned.scatter_add_(1, ngrams[:, :, -1], matches.float()).bool()
 
 
 def select_candidates(
@@ -134,6 +123,7 @@ class BeamSearch:
         self.max_length_ratio = max_length_ratio
         self.min_length = min_length
         self.no_repeat_ngram_size = no_repeat_ngram_size
+        self.constraints = length_constraints(min_length, no_repeat_ngram_size)
 
     @torch.no_grad()
     def search(
@@ -152,9 +142,7 @@ class BeamSearch:
         beams = self.start(limits, max_steps, pad_id, encoded.memory if model.has_attention else None, src.size(1))
         # Done sentences leave the batch; their n-best lists are collected here, by input position.
         out = beams.finished.map(torch.clone)
-        # Steps after which some sentence was not done yet: once all are, it is the index of that step.
-        undone_steps = torch.zeros((), dtype=torch.long, device=device)
-        length, check_every = max_steps, check_interval(device, self.check_every)
+        early_stop = EarlyStop(max_steps, check_interval(device, self.check_every), device)
         for t in range(max_steps):
             logits, state, weights = model.decode_step(tokens, state, encoded)  # (B·K, V), …, (B·K, S)
             # One fused pass; on CPU it is about twice as fast as a separate logsumexp normalizer.
@@ -162,11 +150,10 @@ class BeamSearch:
             beams, tokens, rows = self.step(beams, log_probs, weights, t, eos_id)
             state = state.index_select(rows)
             done = self.done(beams)  # (B,)
-            undone_steps += ~done.all()
-            if (t + 1) % check_every == 0 or t + 1 == max_steps:
-                n_done, undone = torch.stack((done.sum(), undone_steps)).tolist()  # the loop's one host sync
-                if undone <= t:  # all were done after step `undone`; the steps since changed no n-best list
-                    length = undone + 1
+            early_stop.record(done)
+            if early_stop.due(t):
+                (n_done,) = early_stop.look(t, done.sum())
+                if early_stop.stopped:  # the steps since the last sentence was done changed no n-best list
                     break
                 # A done sentence stays done (live scores only fall), so it can wait until a quarter of the batch
                 # is done; then the done ones leave, and every later step costs less.
@@ -174,6 +161,7 @@ class BeamSearch:
                     beams, rows = self.retire(beams, done, n_done, out)
                     tokens, state, encoded = tokens[rows], state.index_select(rows), encoded.index_select(rows)
         self.store(out, beams)
+        length = early_stop.length
         return Hypotheses(
             out.tokens[:, :, :length], out.scores, None if out.attention is None else out.attention[:, :, :length]
         )
@@ -198,21 +186,18 @@ class BeamSearch:
     def constrain(
         self, log_probs: torch.Tensor, t: int, beams: Beams, shortest_limit: int, eos_id: int
     ) -> torch.Tensor:
-        """The step-``t`` log-probabilities (B·K, V) with what may not come next at -inf: ``<eos>`` before
-        ``min_length``, repeated n-grams, and anything but ``<eos>`` at a sentence's length limit."""
-        if t + 1 < self.min_length:
-            log_probs[:, eos_id] = float("-inf")
-        if self.no_repeat_ngram_size:
-            history = beams.live.tokens[:, :, :t].reshape(log_probs.size(0), t)  # (B·K, t)
-            banned = banned_ngram_tokens(history, self.no_repeat_ngram_size, log_probs.size(-1))
-            log_probs = log_probs.masked_fill(banned, float("-inf"))
-        # At its length limit a sentence may only end (checked on the host: no sync, no pass when none is).
-        if t + 1 >= shortest_limit:
-            at_limit = (beams.limits <= t + 1).repeat_interleave(self.beam_size)  # (B·K,)
-            eos_log_probs = log_probs[:, eos_id]  # masked_fill below makes a new tensor
-            log_probs = log_probs.masked_fill(at_limit[:, None], float("-inf"))
-            log_probs[:, eos_id] = eos_log_probs
-        return log_probs
+        """The step-``t`` log-probabilities (B·K, V) with what may not come next at -inf (the search's
+        ``constraints``: ``<eos>`` before ``min_length``, repeated n-grams, anything but ``<eos>`` at a sentence's
+        length limit)."""
+        rows = log_probs.size(0)
+        step = DecodingStep(
+            t,
+            eos_id,
+            shortest_limit,
+            limits=lambda: beams.limits.repeat_interleave(self.beam_size),  # (B·K,)
+            history=lambda: beams.live.tokens[:, :, :t].reshape(rows, t),  # (B·K, t)
+        )
+        return apply_constraints(self.constraints, log_probs, step)
 
     def step(
         self, beams: Beams, log_probs: torch.Tensor, weights: torch.Tensor | None, t: int, eos_id: int

@@ -22,7 +22,8 @@ def default_generator(device: torch.device) -> torch.Generator | None:
 class SampleSearch(GreedySearch):
     """Sample each next token (``decoding=sample``); reproducible through torch's seeded generator.
 
-    Scores are the model's log-probabilities of the sampled tokens, before any filtering. Decoding draws from the
+    Scores are the model's log-probabilities of the sampled tokens, before the temperature and filtering (after
+    the constraints, which only forbid tokens). Decoding draws from the
     generator exactly as if it had stopped at the step where the last sentence ended, so a seeded run samples the
     same tokens however its batches end.
 
@@ -32,6 +33,8 @@ class SampleSearch(GreedySearch):
         top_p: sample among the smallest set of tokens whose probability reaches p (1 = all).
         max_length: most tokens per sentence, ``<eos>`` included.
         max_length_ratio: if set, at most ``ratio × source length + 5`` tokens.
+        min_length: ``<eos>`` is not allowed before this many tokens (``<eos>`` included).
+        no_repeat_ngram_size: forbid repeating any n-gram of this size (0 = off).
     """
 
     def __init__(
@@ -41,8 +44,10 @@ class SampleSearch(GreedySearch):
         top_p: float = 1.0,
         max_length: int = 100,
         max_length_ratio: float | None = None,
+        min_length: int = 0,
+        no_repeat_ngram_size: int = 0,
     ) -> None:
-        super().__init__(max_length, max_length_ratio)
+        super().__init__(max_length, max_length_ratio, min_length, no_repeat_ngram_size)
         if temperature <= 0:
             raise ConfigError(f"decoding.temperature must be > 0, got {temperature}")
         if top_k < 0:

@@ -19,11 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer
 
 from seq2seq.build import checkpoint_paths, load_ensemble, restore_ensemble
-from seq2seq.callbacks.summary import METRICS_FILE
 from seq2seq.checkpoint import checkpoint_tokenizers, verify_decoding
 from seq2seq.data.batching import pad_source
 from seq2seq.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, decode, encode_batch, tokenizer_from_str
 from seq2seq.errors import ConfigError
+from seq2seq.utils.run_metrics import METRICS_FILE
 
 # The searches a request may ask for by name, and the settings each takes (`make_search`).
 SEARCHES = {

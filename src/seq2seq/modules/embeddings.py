@@ -5,26 +5,27 @@
   decoder's readout is not embedding-sized (Bahdanau's ``[s_t; c_t; e]``, a decoder wider than the embeddings), a
   bias-free projection maps it to the embedding size first, as OpenNMT-py and fairseq do.
 * `load_pretrained_embeddings` (``model.pretrained_embeddings``): word vectors in the word2vec / GloVe / fastText
-  text format (``.gz`` too) fill the rows of the tokens they cover, when a model is built for training; a model
-  restored from a checkpoint takes its weights from there. `freeze_pretrained` keeps the loaded matrices fixed.
+  text format (``.gz`` too, read by `seq2seq.data.word_vectors`) fill the rows of the tokens they cover, when a
+  model is built for training; a model restored from a checkpoint takes its weights from there.
+  `freeze_pretrained` keeps the loaded matrices fixed.
+
+What is checked before the data is read (tying mode, vector files and their size) is in `seq2seq.config_checks`.
 """
 
 from __future__ import annotations
 
-import gzip
-import itertools
 import logging
 import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from seq2seq.data.tokenizers import SPECIAL_TOKENS, tokenizer_from_str, vector_keys
-from seq2seq.errors import ConfigError, DataError
+from seq2seq.data.word_vectors import check_vector_size, read_vectors, vector_size
+from seq2seq.errors import ConfigError
 
 if TYPE_CHECKING:
     from seq2seq.modules.decoder import RecurrentDecoder
@@ -127,79 +128,6 @@ def embedding_of(model: Seq2Seq, side: str) -> nn.Embedding:
     return model.encoder.embedding if side == "source" else model.decoder.embedding
 
 
-@contextmanager
-def _open_text(path: Path) -> Iterator[TextIO]:
-    """``path`` as UTF-8 text, gunzipped when it ends in ``.gz``; a missing or unreadable file is a ConfigError."""
-    if not path.is_file():
-        raise ConfigError(f"pretrained vector file {path} does not exist: fix model.pretrained_embeddings")
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8") as file:
-            yield file
-    except (OSError, EOFError, UnicodeDecodeError) as error:
-        raise DataError(
-            f"cannot read {path} as a text vector file ({type(error).__name__}: {error}): give the word2vec/GloVe/"
-            "fastText text format, plain or .gz (binary .bin files are not read)"
-        ) from None
-
-
-def _header(first_line: str) -> tuple[int, bool]:
-    """The vector size a file's first line announces, and whether it is a ``count dim`` header (word2vec, fastText)."""
-    fields = first_line.split()
-    if len(fields) == 2 and all(field.isdigit() for field in fields):
-        return int(fields[1]), True
-    return len(fields) - 1, False  # GloVe: the first line is a vector already
-
-
-def vector_size(path: str | Path) -> int:
-    """The size of the vectors in ``path``, read from its first line only."""
-    path = Path(path)
-    with _open_text(path) as file:
-        first = file.readline()
-    size, _ = _header(first)
-    if size < 1:
-        raise DataError(f"{path} does not start with a 'count dim' header or a 'word v1 v2 …' line: check the file")
-    return size
-
-
-def read_vectors(path: str | Path, wanted: set[str]) -> tuple[dict[str, torch.Tensor], int]:
-    """The vectors of the ``wanted`` words in ``path`` (the first line of a word wins) and the vector size.
-
-    Each line is ``word v1 … vD`` (trailing spaces are fine; lines of words with spaces in them are skipped, no
-    token has one); an optional first line ``count D`` is the word2vec/fastText header.
-    """
-    path = Path(path)
-    vectors: dict[str, torch.Tensor] = {}
-    with _open_text(path) as file:
-        first = file.readline()
-        size, has_header = _header(first)
-        if size < 1:
-            raise DataError(f"{path} does not start with a 'count dim' header or a 'word v1 v2 …' line: check the file")
-        lines = file if has_header else itertools.chain([first], file)
-        for number, line in enumerate(lines, start=2 if has_header else 1):
-            word, _, rest = line.partition(" ")  # only the wanted words' numbers are parsed: files are large
-            if word not in wanted or word in vectors:
-                continue
-            values = rest.split()
-            if len(values) > size:
-                continue  # a word with spaces in it ("New York 0.1 …"): no token has one
-            try:
-                if len(values) < size:
-                    raise ValueError
-                vectors[word] = torch.tensor([float(value) for value in values])
-            except ValueError:
-                raise DataError(f"{path} line {number}: the vector of {word!r} is not {size} numbers") from None
-    return vectors, size
-
-
-def check_vector_size(path: str | Path, size: int, embedding_dim: int) -> None:
-    """One error line when a vector file's size is not ``model.embedding_dim``."""
-    if size != embedding_dim:
-        raise ConfigError(
-            f"{path} holds {size}-dimensional vectors but model.embedding_dim={embedding_dim}: "
-            f"set model.embedding_dim={size} or use {embedding_dim}-dimensional vectors"
-        )
-
-
 def load_vectors(embedding: nn.Embedding, vocab: Mapping[str, int], path: str | Path, side: str) -> int:
     """Fill the rows of ``embedding`` whose token has a vector in ``path``; log the coverage; return the count.
 
@@ -243,18 +171,3 @@ def load_pretrained_embeddings(model: Seq2Seq, spec: Mapping | None, tokenizers:
     for side, path in pretrained_paths(spec).items():
         vocab = tokenizer_from_str(tokenizers[side]).get_vocab()
         load_vectors(embedding_of(model, side), vocab, path, side)
-
-
-def check_embedding_settings(model: Mapping[str, Any], data: Mapping[str, Any], resuming: bool = False) -> None:
-    """What train.py checks before any data is read: ``tie_embeddings=all`` has a joint vocabulary, the vector
-    files exist and their size is ``model.embedding_dim`` (when resuming, the weights come from the checkpoint).
-    """
-    mode = model.get("tie_embeddings", "none")
-    if mode not in TIE_MODES:
-        raise ConfigError(f"unknown model.tie_embeddings={mode!r}: use none, decoder or all")
-    if mode == "all" and not resuming:
-        check_joint(bool(data.get("joint_vocab")))
-    paths = pretrained_paths(model.get("pretrained_embeddings"))
-    if not resuming:
-        for path in paths.values():
-            check_vector_size(path, vector_size(path), int(model.get("embedding_dim")))
