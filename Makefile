@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # finds one, the matching CUDA build from PyPI on a GPU machine. Override with TORCH="torch==X".
 TORCH ?= torch==2.13.0
 
-.PHONY: setup train test test-slow lint clean
+.PHONY: setup browser train test test-slow lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,14 @@ setup: $(BIN)/.installed
 train: setup
 	$(BIN)/python src/train.py $(ARGS)
 
-test: setup
+# The web page's test drives Debian's chromium (Playwright's own browser download needs more than PyPI); installed
+# where this may (root with apt-get), else that test skips naming the command.
+browser:
+	@dpkg -s chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "note: chromium not installed (as root on Debian: apt-get install chromium); the browser test will skip"
+
+test: setup browser
 	$(BIN)/python -m pytest -q $(ARGS)
 
 test-slow: setup
