@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from machine import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 MULTI30K = ROOT / "data" / "multi30k"
 SOURCE_LANG, TARGET_LANG = "de", "en"
@@ -163,12 +165,7 @@ def child(corpus: Path, cache: Path, tokenizer: str, tokenizer_sample: int | Non
 
 def hardware() -> str:
     """CPU model and core count, Python and library versions."""
-    cpu = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_name()
     import datasets
     import tokenizers
 

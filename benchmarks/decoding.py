@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from machine import cpu_name
 from tokenizers import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,15 +149,7 @@ def check_agreement(model: Seq2Seq, ids: list[list[int]], device: torch.device) 
 
 def hardware() -> str:
     """CPU model and count, torch version and threads (and the GPU when there is one)."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"CPU: {cpu} ({os.cpu_count()} cores) | torch {torch.__version__} | threads {torch.get_num_threads()}"
+    text = f"CPU: {cpu_name()} ({os.cpu_count()} cores) | torch {torch.__version__} | threads {torch.get_num_threads()}"
     if torch.cuda.is_available():
         text += f" | GPU: {torch.cuda.get_device_name()}"
     return text

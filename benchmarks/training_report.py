@@ -3,15 +3,13 @@ hardware line, and the targets met or not."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import platform
 import statistics
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from machine import cpu_name
 from training_models import VARIANTS
 
 if TYPE_CHECKING:
@@ -97,12 +95,7 @@ def format_epoch(result: EpochResult) -> str:
 
 def hardware(device: torch.device) -> str:
     """CPU model and count, torch version and threads (and the GPU when used)."""
-    cpu = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_name()
     text = f"CPU: {cpu} ({os.cpu_count()} cores) | torch {torch.__version__} | threads {torch.get_num_threads()}"
     text += f" | OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
     if device.type == "cuda":

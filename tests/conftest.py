@@ -140,19 +140,21 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def train_once(tmp_path_factory, name: str, overrides: list[str]) -> Path:
+    """Train with ``overrides`` in a fresh log dir (its own data cache) and return the run dir."""
+    log_dir = tmp_path_factory.mktemp(name)
+    run_cli("train", *overrides, f"data.cache_dir={log_dir}/cache", log_dir=log_dir)
+    (run_dir,) = run_dirs(log_dir, "train")
+    return run_dir
+
+
 @pytest.fixture(scope="session")
 def reverse_run(tmp_path_factory) -> Path:
     """One short training run on the reverse task, shared by the tests that read its outputs."""
-    log_dir = tmp_path_factory.mktemp("logs")
-    run_cli("train", *TINY_REVERSE, f"data.cache_dir={log_dir}/cache", log_dir=log_dir)
-    (run_dir,) = run_dirs(log_dir, "train")
-    return run_dir
+    return train_once(tmp_path_factory, "logs", TINY_REVERSE)
 
 
 @pytest.fixture(scope="session")
 def attention_run(tmp_path_factory) -> Path:
     """One short training run of a model with attention on the reverse task (the serving tests' model)."""
-    log_dir = tmp_path_factory.mktemp("logs_attention")
-    run_cli("train", *TINY_ATTENTION, f"data.cache_dir={log_dir}/cache", log_dir=log_dir)
-    (run_dir,) = run_dirs(log_dir, "train")
-    return run_dir
+    return train_once(tmp_path_factory, "logs_attention", TINY_ATTENTION)
