@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seq2seq.data import base, encoding, sources, textio
+from seq2seq.data import base, encoding, readers, textio
 from seq2seq.data import datamodule as datamodule_module
 from seq2seq.data.datamodule import FilesDataModule
 
@@ -34,10 +34,11 @@ def write_corpus(folder: Path, pairs: int) -> int:
 @pytest.fixture
 def small_batches(monkeypatch):
     """Batches far smaller than the corpus, so memory that grows with the corpus stands out from a batch's."""
-    monkeypatch.setattr(textio, "BLOCK_SIZE", 1 << 13, raising=False)
-    monkeypatch.setattr(sources, "PAIR_BATCH", 250, raising=False)
-    monkeypatch.setattr(encoding, "BATCH_SIZE", 250, raising=False)
-    monkeypatch.setattr(datamodule_module, "BATCH_SIZE", 250, raising=False)
+    # raising: a setting that moves must move here too, else the test would measure the default batches
+    monkeypatch.setattr(textio, "BLOCK_SIZE", 1 << 13)
+    monkeypatch.setattr(readers, "PAIR_BATCH", 250)
+    monkeypatch.setattr(encoding, "BATCH_SIZE", 250)
+    monkeypatch.setattr(datamodule_module, "BATCH_SIZE", 250)
 
 
 def files_datamodule(folder: Path) -> FilesDataModule:
