@@ -346,3 +346,13 @@ def test_an_exported_directory_is_data_never_code(tmp_path):
         (tmp_path / name).write_text("{}")
     with pytest.raises(CheckpointError, match="os.system"):
         load_translator(tmp_path)
+
+
+def test_a_model_in_training_mode_is_exported_and_checked_without_dropout(tmp_path):
+    """src/export.py hands over a module in training mode: the export's parity check must compare the graphs with
+    the eval-mode model (it compared them with dropout on, and refused every model trained with dropout), and the
+    module's mode is given back."""
+    torch.manual_seed(0)
+    model = Seq2Seq(VOCAB, VOCAB, embedding_dim=8, hidden_size=6, dropout=0.5, bidirectional=True).train()
+    export_onnx(model, TOKENIZERS, {"model": {}}, tmp_path)  # raises ExportError on a mismatch
+    assert model.training

@@ -92,23 +92,23 @@ def export_onnx(
     model.eval()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    try:
+    try:  # in eval mode throughout: dropout off in the graphs and in the eager model they are checked against
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's own deprecation and tracing chatter
             src, lengths = example_batch(model, batch=3, length=7, seed=0)
             _export(EncoderGraph(model), (src, lengths), encoder_axes(), directory / ENCODER_FILE)
             step_inputs = step_example(model, src, lengths)
             _export(StepGraph(model), step_inputs, step_axes(model), directory / STEP_FILE)
+        for side, name in TOKENIZER_FILES.items():
+            with atomic_open(directory / name) as file:
+                file.write(tokenizers[side])
+        with atomic_open(directory / CONFIG_FILE) as file:
+            json.dump(describe(model, config, metrics), file, indent=2)
+            file.write("\n")
+        if verify:
+            check_parity(model, directory)
     finally:
         model.train(training)
-    for side, name in TOKENIZER_FILES.items():
-        with atomic_open(directory / name) as file:
-            file.write(tokenizers[side])
-    with atomic_open(directory / CONFIG_FILE) as file:
-        json.dump(describe(model, config, metrics), file, indent=2)
-        file.write("\n")
-    if verify:
-        check_parity(model, directory)
     log.info("exported %s and %s to %s", ENCODER_FILE, STEP_FILE, directory)
     return directory
 
