@@ -54,6 +54,7 @@ def test_other_vocabularies_are_refused(reverse_run, tmp_path):
     assert not (tmp_path / "avg.ckpt").exists()
 
 
+@pytest.mark.slow  # a CLI round trip of 10-30 s; the default suite covers its parts
 def test_keep_last_epochs_average_into_a_checkpoint_eval_scores(tmp_path):
     """keep_last=2 on a tiny reverse run: exactly the last two epoch files; the logged command averages them."""
     overrides = ["data.source.num_train=500", "trainer.max_epochs=3", "callbacks.model_checkpoint.keep_last=2"]

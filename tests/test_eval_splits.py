@@ -103,6 +103,7 @@ def test_unknown_split_is_one_error_line_listing_the_valid_ones(reverse_run, tmp
     ]
 
 
+@pytest.mark.slow  # a CLI round trip of 10-30 s; the default suite covers its parts
 def test_a_named_test_set_needs_a_model_trained_on_text_files(reverse_run, tmp_path):
     ckpt = reverse_run / "checkpoints" / "best.ckpt"
     result = run_cli("eval", f"ckpt_path={ckpt}", "data.split=test_2017_flickr", log_dir=tmp_path, check=False)

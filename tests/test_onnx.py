@@ -276,6 +276,7 @@ def test_export_cli_writes_a_directory_that_loads_without_the_training_stack(rev
     assert result.stdout.split("\n")[:2] == ["1", "[]"]
 
 
+@pytest.mark.slow  # a CLI round trip of 10-30 s; the default suite covers its parts
 def test_translate_reads_an_exported_directory_as_it_reads_the_checkpoint(reverse_run, reverse_export):
     """``translate.py ckpt_path=DIR`` prints what ``ckpt_path=best.ckpt`` prints, greedy and beam n-best alike; and
     ``load_translator(ckpt, backend="onnx")`` (exported on the fly) translates as the eager one."""
