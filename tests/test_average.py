@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import torch
 from conftest import TINY_REVERSE, read_metrics, run_cli, run_dirs, translate
 
