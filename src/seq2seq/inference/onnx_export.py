@@ -7,7 +7,6 @@ its data and decoding settings and the checkpoint's recorded metrics. `seq2seq.i
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import warnings
@@ -33,6 +32,7 @@ from seq2seq.inference.onnx_graphs import (
 )
 from seq2seq.modules import Seq2Seq
 from seq2seq.utils.cli import atomic_open
+from seq2seq.utils.run_metrics import recorded_run_metrics
 
 log = logging.getLogger("seq2seq")
 
@@ -233,11 +233,7 @@ def recorded_metrics(checkpoint: Mapping[str, Any], ckpt_path: str | Path | None
     """What was recorded of a checkpoint's evaluation: its run's ``metrics.json`` (val/test metrics and their
     sacreBLEU signatures; ``<run>/checkpoints/x.ckpt`` → ``<run>/metrics.json``) where there is one, and the best
     score its checkpoint callback monitored."""
-    found: dict[str, Any] = {}
-    if ckpt_path is not None:
-        path = Path(ckpt_path).resolve().parent.parent / "metrics.json"
-        with contextlib.suppress(OSError, ValueError):  # no run dir beside it, or no readable metrics there
-            found.update(json.loads(path.read_text(encoding="utf-8")))
+    found = recorded_run_metrics(ckpt_path) if ckpt_path is not None else {}
     for state in (checkpoint.get("callbacks") or {}).values():
         if isinstance(state, Mapping) and state.get("monitor") and state.get("best_model_score") is not None:
             found["best"] = {state["monitor"]: float(state["best_model_score"])}

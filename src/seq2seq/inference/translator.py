@@ -7,7 +7,6 @@ step interface (``encode``/``decode_step``), and returns each line's `Translatio
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from seq2seq.decoding import Ensemble
 from seq2seq.errors import CheckpointError, ConfigError
 from seq2seq.inference.onnx import CONFIG_FILE, OnnxModel, is_exported, read_config
 from seq2seq.inference.onnx_export import export_onnx
-from seq2seq.utils.run_metrics import METRICS_FILE
+from seq2seq.utils.run_metrics import recorded_run_metrics
 
 BACKENDS = ("torch", "onnx")
 SIDES = ("source", "target")
@@ -181,8 +180,8 @@ class Translator:
             Translation(line, self._source_tokens(ids), len(full)) for line, ids, full in zip(lines, kept, encoded)
         ]
         todo = [i for i, line in enumerate(lines) if line.strip()]
-        for i, result in enumerate(results):
-            if i not in set(todo):
+        for line, result in zip(lines, results):
+            if not line.strip():
                 result.hypotheses = [Hypothesis("", 0.0, [])] * search.nbest
         if not todo:
             return results
@@ -389,15 +388,5 @@ def model_info(paths: Sequence[str], configs: Sequence[DictConfig], module: Any,
         "decoder_hidden_size": model.get("decoder_hidden_size"),
         "decoder_layers": model.get("decoder_num_layers"),
         "parameters": sum(parameter.numel() for parameter in module.model.parameters()),
-        "metrics": [run_metrics(path) for path in paths],
+        "metrics": [recorded_run_metrics(path) for path in paths],
     }
-
-
-def run_metrics(ckpt_path: str | Path) -> dict[str, Any]:
-    """The val/test metrics (with their sacreBLEU signatures) that the checkpoint's run recorded in its
-    ``metrics.json`` (``<run>/checkpoints/x.ckpt`` → ``<run>/metrics.json``); empty when there is none."""
-    path = Path(ckpt_path).resolve().parent.parent / METRICS_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
