@@ -27,11 +27,12 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "note: chromium not installed (as root on Debian: apt-get install chromium); the browser test will skip"
 
+# One worker per core (pytest-xdist), each taking whole test files, so a file's shared fixtures are built once.
 test: setup browser
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --dist loadfile $(ARGS)
 
 test-slow: setup
-	$(BIN)/python -m pytest -q -m slow $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --dist loadfile -m slow $(ARGS)
 
 lint: setup
 	$(BIN)/pre-commit run --all-files

@@ -17,6 +17,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (``make test``: one worker per core), each worker's in-process torch uses one thread, so
+    the workers do not oversubscribe the cores. Set before any test module imports torch."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # A reverse task small enough for a CPU test, big enough to show learning.
 TINY_REVERSE = [
     "experiment=reverse",
